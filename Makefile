@@ -1,0 +1,60 @@
+# prequal: `make run` runs the whole system, `make test` the whole suite. `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+POETRY ?= poetry
+RUN := $(POETRY) run
+PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decision_worker
+
+.PHONY: help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: ## Install the Python environment (Poetry) and the git pre-commit hook
+	@command -v $(POETRY) >/dev/null || python3 -m pip install --quiet "poetry==2.2.1"
+	$(POETRY) config virtualenvs.in-project true
+	$(POETRY) install --no-interaction
+	@if [ -d .git ]; then $(RUN) pre-commit install >/dev/null; fi
+
+.venv/.installed: pyproject.toml poetry.lock
+	@$(MAKE) --no-print-directory install
+	@touch $@
+
+infra-up: ## Start local PostgreSQL and Kafka (reuses running ones)
+	infra/local.sh up
+
+infra-down: ## Stop the local servers
+	infra/local.sh down
+
+infra-status: ## Show whether the local servers run
+	infra/local.sh status
+
+migrate: .venv/.installed ## Apply the database migrations
+	$(RUN) prequal-migrate upgrade head
+
+run: .venv/.installed infra-up migrate ## Run the whole system in the foreground (Ctrl-C stops it)
+	$(RUN) infra/run.sh
+
+run-local: run ## Same as run (the original design's name)
+
+test: .venv/.installed ## Run the whole suite against real PostgreSQL and Kafka, coverage >= 90%
+	$(RUN) pytest --cov --cov-report=term-missing --cov-fail-under=90
+
+check: lint typecheck imports ## Lint, format check, mypy strict, import contracts
+
+lint: .venv/.installed ## Ruff and Black --check
+	$(RUN) ruff check .
+	$(RUN) black --check .
+
+typecheck: .venv/.installed ## mypy --strict
+	$(RUN) mypy $(PY_PACKAGES) tests
+
+imports: .venv/.installed ## Import-linter contracts (services -> outbox -> schema -> runtime)
+	$(RUN) lint-imports
+
+format: .venv/.installed ## Fix lint and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) black .
+
+clean: ## Remove caches and coverage data (not the servers' data)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -1,0 +1,108 @@
+"""The command API's composition root: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request, Response, status
+
+from command_api.models import ApplicationAccepted, ApplicationRequest
+from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
+from runtime.db import create_engine
+from runtime.health import check_database
+from runtime.http import RequestContextMiddleware, install_error_handlers
+from runtime.settings import Settings
+
+_PROBLEM = {"content": {"application/problem+json": {}}}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The same Idempotency-Key is still being processed.", **_PROBLEM},
+    422: {"description": "A field, or the Idempotency-Key, is invalid.", **_PROBLEM},
+    503: {"description": "The database is not answering; retry later.", **_PROBLEM},
+}
+
+
+def _submit(request: Request) -> SubmitApplication:
+    use_case: SubmitApplication = request.app.state.submit
+    return use_case
+
+
+def _correlation_id(request: Request) -> str:
+    value: str = request.scope["state"]["correlation_id"]
+    return value
+
+
+Submit = Annotated[SubmitApplication, Depends(_submit)]
+CorrelationId = Annotated[str, Depends(_correlation_id)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Makes a retried POST return the first answer instead of a new application.",
+    ),
+]
+TraceParent = Annotated[str | None, Header(max_length=55, include_in_schema=False)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the command API; nothing connects until the first request."""
+    engine = create_engine(settings, "command-api")
+    base_url = settings.query_api_base_url.rstrip("/")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="prequal command API",
+        version="1.0.0",
+        summary="Submit loan prequalification applications.",
+        lifespan=lifespan,
+    )
+    app.state.submit = SubmitApplication(
+        engine, settings.topic_submitted, timedelta(seconds=settings.idempotency_key_ttl_s)
+    )
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+
+    @app.post(
+        "/applications",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=ApplicationAccepted,
+        responses=_ERROR_RESPONSES,
+        operation_id="submitApplication",
+        summary="Submit an application; the decision follows asynchronously.",
+    )
+    async def submit_application(
+        body: ApplicationRequest,
+        response: Response,
+        submit: Submit,
+        correlation_id: CorrelationId,
+        idempotency_key: IdempotencyKey = None,
+        traceparent: TraceParent = None,
+    ) -> ApplicationAccepted:
+        accepted = await submit(
+            body, SubmitContext(correlation_id, idempotency_key, traceparent)
+        )
+        response.headers["Location"] = f"{base_url}/applications/{accepted.application_id}/status"
+        if accepted.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return ApplicationAccepted(application_id=accepted.application_id)
+
+    @app.get(
+        "/health",
+        operation_id="commandApiHealth",
+        summary="200 when the database answers, 503 naming it when it does not.",
+        responses={503: {"description": "The database is not answering.", **_PROBLEM}},
+    )
+    async def health() -> dict[str, Any]:
+        await check_database(engine, settings.pg_connect_timeout_s)
+        return {"status": "ok", "checks": {"database": "ok"}}
+
+    return app

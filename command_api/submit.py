@@ -1,0 +1,178 @@
+"""The submit use case: one transaction owns the application, its event and its key.
+
+Either everything is stored (application, outbox event, PENDING projection row,
+idempotency key) or nothing is. The transaction is the unit of work: the stores below
+execute statements in it and never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from command_api.models import ApplicationRequest
+from outbox.append import OutboxMessage, append
+from runtime.db import database_errors
+from runtime.errors import Conflict, FieldError, ValidationProblem
+from schema.events import (
+    ApplicationStatus,
+    LoanApplicationSubmittedV1,
+    SubmittedEvent,
+)
+from schema.tables import application_status, applications, idempotency_keys
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of a submit: the application id, and whether it is a replayed answer."""
+
+    application_id: UUID
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitContext:
+    """Request metadata the use case needs besides the body."""
+
+    correlation_id: str
+    idempotency_key: str | None = None
+    traceparent: str | None = None
+
+
+class SubmitApplication:
+    """Accept an application: store it, its outbox event and projection row atomically."""
+
+    def __init__(self, engine: AsyncEngine, topic: str, idempotency_ttl: timedelta) -> None:
+        self._engine = engine
+        self._topic = topic
+        self._ttl = idempotency_ttl
+
+    async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
+        """Run the use case; raise a problem error when the request cannot be accepted."""
+        async with database_errors(), self._engine.begin() as conn:
+            now = datetime.now(UTC)
+            if ctx.idempotency_key is not None:
+                earlier = await _claim_key(conn, ctx.idempotency_key, request.fingerprint(), now)
+                if earlier is not None:
+                    return Accepted(earlier, replayed=True)
+            application_id = uuid4()
+            await _store(conn, application_id, request, now)
+            await append(conn, self._message(application_id, request, ctx, now))
+            if ctx.idempotency_key is not None:
+                await conn.execute(
+                    insert(idempotency_keys).values(
+                        key=ctx.idempotency_key,
+                        fingerprint=request.fingerprint(),
+                        application_id=application_id,
+                        created_at=now,
+                        expires_at=now + self._ttl,
+                    )
+                )
+            return Accepted(application_id)
+
+    def _message(
+        self,
+        application_id: UUID,
+        request: ApplicationRequest,
+        ctx: SubmitContext,
+        now: datetime,
+    ) -> OutboxMessage:
+        event = SubmittedEvent(
+            event_id=uuid4(),
+            occurred_at=now,
+            aggregate_id=application_id,
+            correlation_id=ctx.correlation_id,
+            causation_id=ctx.correlation_id,
+            data=LoanApplicationSubmittedV1(
+                application_id=application_id,
+                pan_number=request.pan_number,
+                applicant_name=request.applicant_name,
+                monthly_income_inr=request.monthly_income_inr,
+                loan_amount_inr=request.loan_amount_inr,
+                loan_type=request.loan_type,
+                submitted_at=now,
+            ),
+        )
+        return OutboxMessage(event, self._topic, traceparent=ctx.traceparent)
+
+
+async def _store(
+    conn: AsyncConnection, application_id: UUID, request: ApplicationRequest, now: datetime
+) -> None:
+    await conn.execute(
+        insert(applications).values(
+            id=application_id,
+            pan_number=request.pan_number,
+            applicant_name=request.applicant_name,
+            monthly_income_inr=request.monthly_income_inr,
+            loan_amount_inr=request.loan_amount_inr,
+            loan_type=request.loan_type.value,
+            status=ApplicationStatus.PENDING.value,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    # The projection row is written here, not by the projector, so that a GET right
+    # after the 202 already answers PENDING (read-your-writes for the applicant).
+    await conn.execute(
+        insert(application_status).values(
+            application_id=application_id,
+            status=ApplicationStatus.PENDING.value,
+            submitted_at=now,
+            updated_at=now,
+            version=1,
+        )
+    )
+
+
+def _lock_id(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+async def _claim_key(
+    conn: AsyncConnection, key: str, fingerprint: str, now: datetime
+) -> UUID | None:
+    """Own ``key`` for this transaction; return the earlier application if it is a retry.
+
+    A transaction-scoped advisory lock marks the key as in flight until this
+    transaction ends, so a concurrent request with the same key is told 409 at once
+    instead of waiting on (or racing) the first.
+    """
+    acquired = await conn.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(key))))
+    if not acquired:
+        raise Conflict(f"A request with this {IDEMPOTENCY_HEADER} is still being processed.")
+    row = (
+        await conn.execute(
+            select(
+                idempotency_keys.c.fingerprint,
+                idempotency_keys.c.application_id,
+                idempotency_keys.c.expires_at,
+            ).where(idempotency_keys.c.key == key)
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.expires_at <= now:
+        await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.key == key))
+        return None
+    if row.fingerprint != fingerprint:
+        raise ValidationProblem(
+            f"This {IDEMPOTENCY_HEADER} was already used with a different request body.",
+            [
+                FieldError(
+                    IDEMPOTENCY_HEADER,
+                    "already used with a different request body; use a new key",
+                    "header",
+                    "idempotency_key_reused",
+                )
+            ],
+        )
+    application_id: UUID = row.application_id
+    return application_id

@@ -1,0 +1,713 @@
+#!/usr/bin/env bash
+# infra/local.sh - run prequal's PostgreSQL and Apache Kafka locally, without Docker.
+#
+# Usage:
+#   infra/local.sh up      [SERVICE...]  start (or reuse) and wait until each one answers
+#   infra/local.sh down    [SERVICE...]  stop; stopping a stopped service succeeds
+#   infra/local.sh status                one line per service; always exits 0
+#   infra/local.sh restart SERVICE...    down, then up (data is kept)
+#
+# SERVICE is "postgres" or "kafka". No SERVICE means all of them: up starts postgres
+# first, down stops kafka first.
+#
+# Environment (default):
+#   PREQUAL_INFRA_DIR              <repo root>/.infra  data, logs, pid files, jars
+#   PREQUAL_PG_HOST                127.0.0.1           listen address of PostgreSQL
+#   PREQUAL_PG_PORT                55432
+#   PREQUAL_PG_USER                prequal             LOGIN REPLICATION CREATEDB role, owns the db
+#   PREQUAL_PG_PASSWORD            prequal
+#   PREQUAL_PG_DATABASE            prequal
+#   PREQUAL_KAFKA_PORT             9092                PLAINTEXT listener on 127.0.0.1
+#   PREQUAL_KAFKA_CONTROLLER_PORT  9093                KRaft controller listener
+#   PREQUAL_KAFKA_HEAP             768m                broker -Xms/-Xmx
+#   PREQUAL_PG_BINDIR              (auto)              PostgreSQL server bin dir override
+#
+# Logs: $PREQUAL_INFRA_DIR/logs/postgres.log and $PREQUAL_INFRA_DIR/logs/kafka.log.
+# Needs PostgreSQL server binaries, java and mvn; as root, missing ones are apt-installed.
+# PostgreSQL runs as the "postgres" OS user when invoked as root (initdb refuses root).
+# Kafka jars are resolved from Maven Central via infra/kafka/pom.xml, once per pom change.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_ROOT=$(dirname -- "$SCRIPT_DIR")
+
+# realpath -m: absolute even before the directory exists, and the same string every run,
+# which matters because Kafka's pid check matches the config path in the command line.
+INFRA_DIR=$(realpath -m -- "${PREQUAL_INFRA_DIR:-$REPO_ROOT/.infra}")
+PG_HOST=${PREQUAL_PG_HOST:-127.0.0.1}
+PG_PORT=${PREQUAL_PG_PORT:-55432}
+PG_USER=${PREQUAL_PG_USER:-prequal}
+PG_PASSWORD=${PREQUAL_PG_PASSWORD:-prequal}
+PG_DATABASE=${PREQUAL_PG_DATABASE:-prequal}
+KAFKA_PORT=${PREQUAL_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${PREQUAL_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_HEAP=${PREQUAL_KAFKA_HEAP:-768m}
+
+PG_TIMEOUT=60
+KAFKA_TIMEOUT=90
+STOP_TIMEOUT=30
+
+# Start order; down walks it backwards. A later "connect" service belongs after kafka.
+ALL_SERVICES=(postgres kafka)
+
+LOG_DIR=$INFRA_DIR/logs
+RUN_DIR=$INFRA_DIR/run
+LOCK_FILE=$RUN_DIR/local.sh.lock
+
+PG_DIR=$INFRA_DIR/pg
+PG_DATA=$PG_DIR/data
+PG_SOCK=$PG_DIR/run
+PG_LOG=$LOG_DIR/postgres.log
+# Unix socket paths are limited to ~107 bytes; deep checkouts (pytest tmp dirs) overflow it,
+# so fall back to a short directory that is still unique per infra dir.
+if ((${#PG_SOCK} + 20 > 100)); then
+  PG_SOCK=/tmp/prequal-pg-$(printf '%s' "$INFRA_DIR" | sha256sum | cut -c1-12)
+fi
+
+KAFKA_DIR=$INFRA_DIR/kafka
+KAFKA_LIBS=$KAFKA_DIR/libs
+KAFKA_STAMP=$KAFKA_DIR/libs.pom.sha256
+KAFKA_DATA=$KAFKA_DIR/data
+KAFKA_CONF=$KAFKA_DIR/server.properties
+KAFKA_CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
+KAFKA_PID=$RUN_DIR/kafka.pid
+KAFKA_LOG=$LOG_DIR/kafka.log
+KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
+KAFKA_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
+
+# ---------------------------------------------------------------------------- helpers
+
+usage() {
+  sed -n '2,/^$/{s/^# \{0,1\}//;p}' -- "${BASH_SOURCE[0]}"
+}
+
+info() { printf '%s\n' "$*"; }
+
+# Prints which step failed, where its log is and the log's tail, then exits non-zero.
+fail() { # SERVICE STEP LOGFILE
+  {
+    printf 'ERROR: %s: %s failed.\n' "$1" "$2"
+    if [[ -n ${3:-} ]]; then
+      printf 'Log file: %s (last 30 lines):\n' "$3"
+      if [[ -r $3 ]]; then tail -n 30 -- "$3" | sed 's/^/  | /'; else printf '  (missing)\n'; fi
+    fi
+  } >&2
+  exit 1
+}
+
+die() {
+  printf 'ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# Microsecond clock; EPOCHREALTIME uses the locale's decimal separator.
+now_us() {
+  local t=$EPOCHREALTIME
+  printf '%s' "${t//[.,]/}"
+}
+
+since() { # START_US -> "1.23s"
+  local d=$(($(now_us) - $1))
+  printf '%d.%02ds' $((d / 1000000)) $((d % 1000000 / 10000))
+}
+
+port_open() { # HOST PORT
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# True for a live process; a zombie (our own child that already exited) counts as dead.
+proc_alive() { # PID
+  local stat
+  [[ $1 =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
+# Runs a command as the PostgreSQL owner: the "postgres" OS user when we are root,
+# ourselves otherwise. cd / so tools don't warn about an unreadable cwd (e.g. /root).
+as_pg() {
+  if ((EUID == 0)); then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    (cd / && "$@")
+  fi
+}
+
+# ---------------------------------------------------------------------- prerequisites
+
+# Newest installed server matters more than pg_config, which on Debian belongs to the
+# client package and may point at a version without initdb; an existing cluster pins
+# its own major version.
+find_pg_bindir() {
+  local d v best=
+  if [[ -n ${PREQUAL_PG_BINDIR:-} ]]; then
+    printf '%s' "$PREQUAL_PG_BINDIR"
+    return 0
+  fi
+  if [[ -r $PG_DATA/PG_VERSION ]]; then
+    v=$(<"$PG_DATA/PG_VERSION")
+    if [[ -x /usr/lib/postgresql/$v/bin/initdb ]]; then
+      printf '%s' "/usr/lib/postgresql/$v/bin"
+      return 0
+    fi
+  fi
+  best=$(for d in /usr/lib/postgresql/*/bin; do
+    if [[ -x $d/initdb && -x $d/pg_ctl ]]; then printf '%s\n' "$d"; fi
+  done | sort -V | tail -n 1)
+  if [[ -z $best ]] && command -v pg_config >/dev/null; then
+    d=$(pg_config --bindir 2>/dev/null) || d=
+    if [[ -n $d && -x $d/initdb ]]; then best=$d; fi
+  fi
+  if [[ -z $best ]] && d=$(command -v initdb); then
+    best=$(dirname -- "$d")
+  fi
+  [[ -n $best ]] || return 1
+  printf '%s' "$best"
+}
+
+ensure_prereqs() { # SERVICE...
+  local svc pkgs=()
+  for svc in "$@"; do
+    case $svc in
+      postgres) find_pg_bindir >/dev/null || pkgs+=(postgresql) ;;
+      kafka)
+        command -v java >/dev/null || pkgs+=(openjdk-17-jdk-headless)
+        command -v mvn >/dev/null || pkgs+=(maven)
+        ;;
+    esac
+  done
+  ((${#pkgs[@]})) || return 0
+  if ((EUID != 0)); then
+    die "missing prerequisites (${pkgs[*]}); install them with:
+  sudo apt-get update && sudo apt-get install -y ${pkgs[*]}"
+  fi
+  info "installing prerequisites: ${pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # The lock timeout lets us queue behind an apt run that is already in progress.
+  local apt=(apt-get -q -o DPkg::Lock::Timeout=600)
+  if ! "${apt[@]}" install -y "${pkgs[@]}"; then
+    if ! { "${apt[@]}" update && "${apt[@]}" install -y "${pkgs[@]}"; }; then
+      die "apt-get install -y ${pkgs[*]} failed"
+    fi
+  fi
+}
+
+# ------------------------------------------------------------------------- postgres
+
+pg_pid() { # prints the postmaster pid if our cluster is running
+  local pid
+  [[ -f $PG_DATA/postmaster.pid ]] || return 1
+  read -r pid <"$PG_DATA/postmaster.pid" || return 1
+  proc_alive "$pid" || return 1
+  printf '%s' "$pid"
+}
+
+pg_running_port() {
+  sed -n 4p -- "$PG_DATA/postmaster.pid" 2>/dev/null
+}
+
+# Right after a kill -9 the old postmaster can linger as a zombie until it is reaped, and
+# PostgreSQL refuses to start while the pid in postmaster.pid still exists.
+pg_wait_reaped() {
+  local old i
+  [[ -f $PG_DATA/postmaster.pid ]] || return 0
+  read -r old <"$PG_DATA/postmaster.pid" || return 0
+  [[ $old =~ ^[0-9]+$ ]] || return 0
+  for ((i = 0; i < 25; i++)); do
+    [[ -e /proc/$old ]] || return 0
+    sleep 0.2
+  done
+}
+
+pg_ready() {
+  "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -t 2
+}
+
+# The real readiness criterion: what the application does (password auth over TCP).
+pg_query_ok() {
+  local out
+  out=$(PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -w -t -A \
+    -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" -c 'select 1' 2>&1) &&
+    [[ $out == 1 ]]
+}
+
+# The postgres user must reach its data dir and write its log even when the checkout
+# lives under a private directory; open only the components that block it.
+pg_ensure_access() { # PATH...
+  local target p comp comps
+  ((EUID == 0)) || return 0
+  for target in "$@"; do
+    if as_pg test -x "$target"; then continue; fi
+    p=
+    IFS=/ read -ra comps <<<"${target#/}"
+    for comp in "${comps[@]}"; do
+      p=$p/$comp
+      if ! as_pg test -x "$p"; then
+        info "postgres: chmod o+x $p (so the postgres user can reach $target)"
+        chmod o+x -- "$p"
+      fi
+    done
+  done
+}
+
+pg_prepare_dirs() {
+  mkdir -p -- "$LOG_DIR" "$PG_DIR" "$PG_DATA" "$PG_SOCK"
+  touch -- "$PG_LOG"
+  chmod 700 -- "$PG_DATA"
+  if ((EUID == 0)); then
+    chown postgres:postgres -- "$PG_DATA" "$PG_SOCK" "$PG_LOG"
+    pg_ensure_access "$PG_DATA" "$PG_SOCK" "$LOG_DIR"
+  fi
+}
+
+pg_init() {
+  local locale=()
+  # C.UTF-8 gives byte-order collation (deterministic tests) with Unicode-aware ctype.
+  if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
+    locale=(--locale=C.UTF-8)
+  else
+    locale=(--no-locale)
+  fi
+  info "postgres: initialising a new cluster in $PG_DATA"
+  # initdb wants an empty directory; a leftover from an interrupted init is useless.
+  find "$PG_DATA" -mindepth 1 -delete
+  printf '\n===== %s initdb (local.sh) =====\n' "$(date -Is)" >>"$PG_LOG"
+  as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 "${locale[@]}" \
+    --auth-local=trust --auth-host=scram-sha-256 >>"$PG_LOG" 2>&1 ||
+    fail postgres "initdb" "$PG_LOG"
+  # Our settings live in a file rewritten on every start, so env changes take effect.
+  printf "\ninclude_if_exists = 'prequal.conf'\n" | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
+}
+
+pg_write_config() {
+  as_pg tee "$PG_DATA/prequal.conf" >/dev/null <<EOF
+# Written by infra/local.sh on every start; edits are lost.
+listen_addresses = '$PG_HOST'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 200
+# Logical decoding for Debezium / CDC.
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+# Tests rely on committed data surviving a crash or kill, so stay durable.
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+  as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<'EOF'
+# Written by infra/local.sh on every start; edits are lost.
+# TYPE  DATABASE     USER      ADDRESS        METHOD
+local   all          postgres                 trust
+local   replication  postgres                 trust
+local   all          all                      scram-sha-256
+host    all          all       127.0.0.1/32   scram-sha-256
+host    replication  all       127.0.0.1/32   scram-sha-256
+host    all          all       ::1/128        scram-sha-256
+host    replication  all       ::1/128        scram-sha-256
+host    all          all       samehost       scram-sha-256
+host    replication  all       samehost       scram-sha-256
+EOF
+}
+
+# Idempotent, so it also repairs a changed password or a dropped database.
+pg_ensure_role() {
+  as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres \
+    -d postgres -v user="$PG_USER" -v pw="$PG_PASSWORD" -v db="$PG_DATABASE" -f - \
+    >>"$PG_LOG" 2>&1 <<'SQL'
+SELECT format('CREATE ROLE %I', :'user')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN REPLICATION CREATEDB PASSWORD %L', :'user', :'pw') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
+SQL
+}
+
+pg_up() {
+  local t0 pid port deadline
+  t0=$(now_us)
+  deadline=$((SECONDS + PG_TIMEOUT))
+  PG_BIN=$(find_pg_bindir) || die "postgres: no PostgreSQL server binaries found"
+
+  if pid=$(pg_pid); then
+    port=$(pg_running_port)
+    [[ $port == "$PG_PORT" ]] ||
+      die "postgres: running (pid $pid) on port $port, not PREQUAL_PG_PORT=$PG_PORT; run: $0 restart postgres"
+    if pg_ready && pg_query_ok; then
+      info "postgres: already running (pid $pid, port $PG_PORT)"
+      return 0
+    fi
+  else
+    if port_open "$PG_HOST" "$PG_PORT"; then
+      die "postgres: port $PG_HOST:$PG_PORT is already in use by another process"
+    fi
+    pg_prepare_dirs
+    pg_wait_reaped
+    if [[ ! -f $PG_DATA/PG_VERSION ]]; then
+      pg_init
+    fi
+    pg_write_config
+    printf '\n===== %s start (local.sh) =====\n' "$(date -Is)" >>"$PG_LOG"
+    # pg_ctl -w polls the postmaster itself and notices promptly if it dies.
+    # 9>&- keeps our lock fd out of the long-lived server. Both the server (-l) and
+    # pg_ctl's own complaints append to the same log, which is what we want.
+    # shellcheck disable=SC2094
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$PG_TIMEOUT" start \
+      >/dev/null 2>>"$PG_LOG" 9>&-; then
+      # A start that timed out may still be running; don't leave it behind half-started.
+      as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 9>&- || true
+      fail postgres "pg_ctl start" "$PG_LOG"
+    fi
+  fi
+
+  until pg_ready; do
+    ((SECONDS < deadline)) || fail postgres "pg_isready on $PG_HOST:$PG_PORT (${PG_TIMEOUT}s)" "$PG_LOG"
+    sleep 0.2
+  done
+  # Every start, not only the first: it is one cheap psql, and it brings a cluster made
+  # by an older version of this script up to today's role attributes.
+  pg_ensure_role || fail postgres "creating role/database $PG_USER/$PG_DATABASE" "$PG_LOG"
+  pg_query_ok || fail postgres "psql 'select 1' as $PG_USER over TCP" "$PG_LOG"
+  info "postgres: ready in $(since "$t0") (pid $(pg_pid || echo '?'), port $PG_PORT)"
+}
+
+pg_down() {
+  local pid t0
+  t0=$(now_us)
+  if ! pid=$(pg_pid); then
+    info "postgres: already stopped"
+    return 0
+  fi
+  if PG_BIN=$(find_pg_bindir); then
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t "$STOP_TIMEOUT" stop \
+      >/dev/null 2>>"$PG_LOG" 9>&- ||
+      as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>>"$PG_LOG" 9>&- ||
+      fail postgres "pg_ctl stop" "$PG_LOG"
+  else
+    # Binaries gone (uninstalled) but the server lives on: SIGINT is a fast shutdown.
+    kill -INT "$pid"
+    stop_wait "$pid" || kill -QUIT "$pid" 2>/dev/null || true
+  fi
+  info "postgres: stopped in $(since "$t0")"
+}
+
+pg_status() {
+  local pid
+  if pid=$(pg_pid); then
+    local port
+    port=$(pg_running_port)
+    if port_open "$PG_HOST" "$port"; then
+      info "postgres: running (pid $pid, port $port)"
+    else
+      info "postgres: running (pid $pid, port $port) but not answering yet"
+    fi
+  else
+    info "postgres: stopped"
+  fi
+}
+
+# ---------------------------------------------------------------------------- kafka
+
+kafka_pid() { # prints the broker pid if our broker is running
+  local pid cmdline
+  [[ -f $KAFKA_PID ]] || return 1
+  read -r pid <"$KAFKA_PID" || return 1
+  proc_alive "$pid" || return 1
+  # Guards against a recycled pid: it must be a broker started with our config file.
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *kafka.Kafka*"$KAFKA_CONF"* ]] || return 1
+  printf '%s' "$pid"
+}
+
+kafka_running_port() {
+  local line
+  line=$(grep -m1 '^advertised.listeners=' "$KAFKA_CONF" 2>/dev/null) || return 1
+  printf '%s' "${line##*:}"
+}
+
+# Short-lived CLI JVMs: C1 only and a small serial heap start noticeably faster.
+# An array rather than a function so it can run under `timeout`.
+KAFKA_TOOL=(java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+  -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dprequal.log.level=WARN
+  -cp "$KAFKA_LIBS/*")
+
+# Resolving takes seconds even with a warm ~/.m2, so it only reruns when the pom changes.
+kafka_resolve_libs() {
+  local sum tmp
+  sum=$(sha256sum <"$KAFKA_POM" | cut -d' ' -f1)
+  if [[ -d $KAFKA_LIBS && -f $KAFKA_STAMP && $(<"$KAFKA_STAMP") == "$sum" ]]; then
+    return 0
+  fi
+  info "kafka: resolving jars with Maven into $KAFKA_LIBS (once per pom change)"
+  tmp=$KAFKA_DIR/libs.tmp
+  rm -rf -- "$tmp" "$KAFKA_DIR/mvn"
+  # Build from a copy so Maven's scratch output lands in the infra dir, not the repo.
+  mkdir -p -- "$KAFKA_DIR/mvn"
+  cp -- "$KAFKA_POM" "$KAFKA_DIR/mvn/pom.xml"
+  printf '\n===== %s maven resolve (local.sh) =====\n' "$(date -Is)" >>"$KAFKA_LOG"
+  mvn -B -q -Dstyle.color=never -f "$KAFKA_DIR/mvn/pom.xml" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >>"$KAFKA_LOG" 2>&1 9>&- ||
+    fail kafka "resolving jars (mvn copy-dependencies)" "$KAFKA_LOG"
+  # Swap in whole so a changed pom never leaves stale jars on the classpath.
+  rm -rf -- "$KAFKA_LIBS"
+  mv -- "$tmp" "$KAFKA_LIBS"
+  printf '%s\n' "$sum" >"$KAFKA_STAMP"
+}
+
+kafka_write_config() {
+  cat >"$KAFKA_CONF" <<EOF
+# Written by infra/local.sh on every start; edits are lost.
+# Single-node KRaft: this one process is both broker and controller.
+process.roles=broker,controller
+node.id=1
+# Static voters (not a dynamic --standalone quorum) so the controller port can change
+# between runs without reformatting.
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=3
+# One broker, so every internal topic must make do with one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests should not wait 3 s for the first consumer group rebalance.
+group.initial.rebalance.delay.ms=0
+# After a kill -9 the restarted broker cannot register until the controller expires the
+# old incarnation's session (default 9 s); heartbeats are in-process, so shorter is cheap.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=2500
+# Topics are created explicitly so a typo fails loudly instead of creating a topic.
+auto.create.topics.enable=false
+EOF
+}
+
+kafka_format() {
+  local id
+  if [[ -f $KAFKA_DATA/meta.properties ]]; then return 0; fi
+  if [[ -s $KAFKA_CLUSTER_ID_FILE ]]; then
+    id=$(<"$KAFKA_CLUSTER_ID_FILE")
+  else
+    # Same shape as `kafka-storage random-uuid` (16 random bytes, URL-safe base64)
+    # without paying for a JVM start.
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID_FILE"
+  fi
+  info "kafka: formatting storage in $KAFKA_DATA (cluster id $id)"
+  printf '\n===== %s storage format (local.sh) =====\n' "$(date -Is)" >>"$KAFKA_LOG"
+  "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format --config "$KAFKA_CONF" --cluster-id "$id" \
+    --ignore-formatted >>"$KAFKA_LOG" 2>&1 9>&- ||
+    fail kafka "storage format (kafka.tools.StorageTool)" "$KAFKA_LOG"
+}
+
+kafka_start() {
+  local i
+  rm -f -- "$KAFKA_PID"
+  printf '\n===== %s start (local.sh) =====\n' "$(date -Is)" >>"$KAFKA_LOG"
+  # setsid: own session and process group, so down can signal the whole group and a
+  # closing terminal or the caller's Ctrl-C doesn't reach the broker. The inner shell
+  # records its own pid right before exec'ing java, so the pid is java's whatever
+  # setsid decides about forking. stdio goes to the log so callers that capture our
+  # output (subprocess pipes) don't wait for the broker to exit.
+  # shellcheck disable=SC2016 # $$ and "$@" are for the inner shell
+  setsid bash -c 'printf "%s\n" "$$" >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
+    "$KAFKA_PID" \
+    java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF" \
+    </dev/null >>"$KAFKA_LOG" 2>&1 9>&- &
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $KAFKA_PID ]] && return 0
+    sleep 0.05
+  done
+  fail kafka "launching the broker process (no pid file)" "$KAFKA_LOG"
+}
+
+kafka_wait_ready() { # DEADLINE_SECONDS
+  local deadline=$1 pid
+  pid=$(<"$KAFKA_PID")
+  # The port opening is cheap to poll; only then pay for a JVM that asks for API versions.
+  until port_open 127.0.0.1 "$KAFKA_PORT"; do
+    if ! proc_alive "$pid"; then
+      rm -f -- "$KAFKA_PID"
+      fail kafka "broker start-up (process $pid exited)" "$KAFKA_LOG"
+    fi
+    if ((SECONDS >= deadline)); then
+      kafka_kill "$pid"
+      fail kafka "waiting for port 127.0.0.1:$KAFKA_PORT (${KAFKA_TIMEOUT}s)" "$KAFKA_LOG"
+    fi
+    sleep 0.25
+  done
+  until timeout "$((deadline - SECONDS > 1 ? deadline - SECONDS : 1))" \
+    "${KAFKA_TOOL[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
+    --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>>"$KAFKA_LOG" 9>&-; do
+    if ! proc_alive "$pid" || ((SECONDS >= deadline)); then
+      kafka_kill "$pid"
+      fail kafka "API versions request to 127.0.0.1:$KAFKA_PORT (BrokerApiVersionsCommand)" "$KAFKA_LOG"
+    fi
+    sleep 0.5
+  done
+}
+
+# Waits for a process to exit; false if it is still alive after STOP_TIMEOUT.
+stop_wait() { # PID
+  local i
+  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
+    proc_alive "$1" || return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# SIGTERM lets the broker do a controlled shutdown and flush; SIGKILL only if it hangs.
+kafka_kill() { # PID
+  local pid=$1
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  if ! stop_wait "$pid"; then
+    info "kafka: no exit after ${STOP_TIMEOUT}s, sending SIGKILL"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    stop_wait "$pid" || true
+  fi
+  rm -f -- "$KAFKA_PID"
+}
+
+kafka_up() {
+  local t0 pid port deadline
+  t0=$(now_us)
+  deadline=$((SECONDS + KAFKA_TIMEOUT))
+  if pid=$(kafka_pid); then
+    port=$(kafka_running_port)
+    [[ $port == "$KAFKA_PORT" ]] ||
+      die "kafka: running (pid $pid) on port $port, not PREQUAL_KAFKA_PORT=$KAFKA_PORT; run: $0 restart kafka"
+    if port_open 127.0.0.1 "$KAFKA_PORT"; then
+      info "kafka: already running (pid $pid, port $KAFKA_PORT)"
+      return 0
+    fi
+    # Alive but not listening: probably another `up` still starting it; wait for it.
+  else
+    local p
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+      if port_open 127.0.0.1 "$p"; then
+        die "kafka: port 127.0.0.1:$p is already in use by another process"
+      fi
+    done
+    mkdir -p -- "$KAFKA_DIR" "$KAFKA_DATA" "$LOG_DIR" "$RUN_DIR"
+    touch -- "$KAFKA_LOG"
+    kafka_resolve_libs
+    kafka_write_config
+    kafka_format
+    kafka_start
+  fi
+  kafka_wait_ready "$deadline"
+  info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
+}
+
+kafka_down() {
+  local pid t0
+  t0=$(now_us)
+  if ! pid=$(kafka_pid); then
+    rm -f -- "$KAFKA_PID"
+    info "kafka: already stopped"
+    return 0
+  fi
+  kafka_kill "$pid"
+  info "kafka: stopped in $(since "$t0")"
+}
+
+kafka_status() {
+  local pid port
+  if pid=$(kafka_pid); then
+    port=$(kafka_running_port) || port=$KAFKA_PORT
+    if port_open 127.0.0.1 "$port"; then
+      info "kafka: running (pid $pid, port $port)"
+    else
+      info "kafka: running (pid $pid, port $port) but not answering yet"
+    fi
+  else
+    info "kafka: stopped"
+  fi
+}
+
+# ------------------------------------------------------------------------- dispatch
+
+service_op() { # OP SERVICE
+  case $2 in
+    postgres) "pg_$1" ;;
+    kafka) "kafka_$1" ;;
+    # CONNECT: Kafka Connect + Debezium goes here, e.g. `connect) "connect_$1" ;;`, with
+    # connect_up/connect_down/connect_status and "connect" appended to ALL_SERVICES (after
+    # kafka: it needs both kafka and postgres running).
+    *) die "unknown service '$2'" ;;
+  esac
+}
+
+main() {
+  local cmd=${1:-} svc want=() selected=() reversed=() i
+  shift || true
+  case $cmd in
+    up | down | restart | status) ;;
+    -h | --help | help)
+      usage
+      exit 0
+      ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+
+  for svc in "$@"; do
+    case $svc in
+      postgres | kafka) want+=("$svc") ;;
+      # CONNECT: accept "connect" here once service_op implements it.
+      connect) die "service 'connect' (Kafka Connect + Debezium) is not implemented yet" ;;
+      *) die "unknown service '$svc' (expected: ${ALL_SERVICES[*]})" ;;
+    esac
+  done
+  # Canonical order regardless of how they were named on the command line.
+  for svc in "${ALL_SERVICES[@]}"; do
+    if ((${#want[@]} == 0)) || [[ " ${want[*]} " == *" $svc "* ]]; then
+      selected+=("$svc")
+    fi
+  done
+  for ((i = ${#selected[@]} - 1; i >= 0; i--)); do reversed+=("${selected[i]}"); done
+
+  if [[ $cmd == status ]]; then
+    for svc in "${ALL_SERVICES[@]}"; do service_op status "$svc"; done
+    exit 0
+  fi
+
+  # Serialise concurrent up/down (parallel test workers, make -j) on the same infra dir.
+  mkdir -p -- "$RUN_DIR" "$LOG_DIR"
+  exec 9>"$LOCK_FILE"
+  flock -w 300 9 || die "another infra/local.sh holds $LOCK_FILE for more than 300s"
+
+  case $cmd in
+    up)
+      ensure_prereqs "${selected[@]}"
+      for svc in "${selected[@]}"; do service_op up "$svc"; done
+      ;;
+    down)
+      for svc in "${reversed[@]}"; do service_op down "$svc"; done
+      ;;
+    restart)
+      ensure_prereqs "${selected[@]}"
+      for svc in "${reversed[@]}"; do service_op down "$svc"; done
+      for svc in "${selected[@]}"; do service_op up "$svc"; done
+      ;;
+  esac
+}
+
+main "$@"

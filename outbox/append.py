@@ -1,0 +1,59 @@
+"""Append an event to the outbox inside the caller's transaction.
+
+The caller owns the transaction: this module never commits. A statement-level trigger
+on the outbox notifies the relay at commit time, so appending needs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Insert, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schema.events import Envelope
+from schema.tables import outbox
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One event bound for one topic, keyed by its aggregate (the application id)."""
+
+    envelope: Envelope[Any]
+    topic: str
+    aggregate_type: str = "application"
+    traceparent: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The outbox row's column values."""
+        env = self.envelope
+        return {
+            "event_id": env.event_id,
+            "aggregatetype": self.aggregate_type,
+            "aggregateid": str(env.aggregate_id),
+            "type": env.event_type.value,
+            "topic": self.topic,
+            "payload": _json_payload(env),
+            "correlation_id": env.correlation_id,
+            "causation_id": env.causation_id,
+            "traceparent": self.traceparent,
+            "occurred_at": env.occurred_at,
+        }
+
+
+def _json_payload(envelope: BaseModel) -> Any:
+    # JSON mode turns Decimal into str and UUID/datetime into strings, as on the wire.
+    return envelope.model_dump(mode="json")
+
+
+def insert_statement(messages: list[OutboxMessage]) -> Insert:
+    """One multi-row INSERT for ``messages`` (not executed)."""
+    return insert(outbox).values([m.row() for m in messages])
+
+
+async def append(conn: AsyncConnection, *messages: OutboxMessage) -> None:
+    """Insert ``messages`` into the outbox in the transaction ``conn`` is in."""
+    if messages:
+        await conn.execute(insert_statement(list(messages)))

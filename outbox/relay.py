@@ -1,0 +1,260 @@
+"""The polling relay: move committed outbox rows to Kafka, none skipped, none lost.
+
+It claims unpublished rows (``published_at IS NULL``) in ``seq`` order with
+``FOR UPDATE SKIP LOCKED``, produces them with an idempotent acks=all producer, waits
+for every delivery report, and only then marks them published, in the same transaction.
+A row whose transaction commits late is still unpublished when it becomes visible, so
+no cursor can overtake it. A failed batch is rolled back and retried: rows are published
+at least once, and consumers deduplicate by event id.
+
+One relay is active at a time: it holds a session-level advisory lock on its control
+connection, which also LISTENs for the outbox trigger's notifications. Standbys retry
+the lock; if the active relay dies, its connection closes and the lock is freed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from runtime.db import connect
+from runtime.kafka import ensure_topics, producer_config
+from runtime.logging import get_logger
+from runtime.settings import Settings
+
+#: Advisory lock key held by the active relay ("prequal relay" in ASCII, truncated).
+RELAY_LOCK_ID = 0x7072657175616C72
+NOTIFY_CHANNEL = "prequal_outbox"
+
+_CLAIM = """
+    SELECT id, topic, aggregateid, payload::text AS payload, event_id, type,
+           correlation_id, causation_id, traceparent
+      FROM outbox
+     WHERE published_at IS NULL
+     ORDER BY seq
+     LIMIT %s
+       FOR UPDATE SKIP LOCKED
+"""
+_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)"
+
+_log = get_logger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """Kafka did not acknowledge every message of a batch; the batch is retried."""
+
+
+class ProducerLike(Protocol):
+    """The part of confluent-kafka's Producer the relay uses (a fake implements it in tests)."""
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: Any, on_delivery: Any) -> None:
+        """Queue one message."""
+
+    def poll(self, timeout: float) -> int:
+        """Serve delivery callbacks."""
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every queued message; return how many are still queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One claimed outbox row, as the relay needs it."""
+
+    id: Any
+    topic: str
+    aggregateid: str
+    payload: str
+    event_id: Any
+    type: str
+    correlation_id: str | None
+    causation_id: str | None
+    traceparent: str | None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers: the event's identity and tracing, identical for both relays."""
+        values = {
+            "event_id": str(self.event_id),
+            "event_type": self.type,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+        }
+        return [(name, value.encode()) for name, value in values.items() if value is not None]
+
+
+class PollingRelay:
+    """Publishes the outbox to Kafka; call :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer_factory: Callable[[], ProducerLike] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._producer_factory = producer_factory or (
+            lambda: Producer(producer_config(settings))
+        )
+        self._producer: ProducerLike | None = None
+        self._topics_ready = False
+        self.instance = f"outbox-relay:{socket.gethostname()}:{os.getpid()}"
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay until ``stop`` is set, surviving database and broker outages."""
+        backoff = _Backoff()
+        while not stop.is_set():
+            try:
+                with connect(self._settings, self.instance, autocommit=True) as control:
+                    if not self._acquire_leadership(control, stop):
+                        continue
+                    control.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    with connect(self._settings, self.instance) as work:
+                        self._lead(control, work, stop, backoff)
+            except psycopg.OperationalError as error:
+                _log.warning("relay.database_unavailable", error=str(error).strip())
+                stop.wait(backoff.next())
+        self._close_producer()
+        _log.info("relay.stopped", instance=self.instance)
+
+    def _acquire_leadership(self, control: psycopg.Connection, stop: threading.Event) -> bool:
+        announced = False
+        while not stop.is_set():
+            row = control.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_ID,)).fetchone()
+            if row and row[0]:
+                _log.info("relay.active", instance=self.instance)
+                return True
+            if not announced:
+                _log.info("relay.standby", instance=self.instance)
+                announced = True
+            stop.wait(self._settings.relay_standby_retry_s)
+        return False
+
+    def _lead(
+        self,
+        control: psycopg.Connection,
+        work: psycopg.Connection,
+        stop: threading.Event,
+        backoff: _Backoff,
+    ) -> None:
+        while not stop.is_set():
+            try:
+                self.drain(work, stop)
+                backoff.reset()
+            except (DeliveryFailed, KafkaException) as error:
+                _log.warning("relay.kafka_unavailable", error=str(error))
+                stop.wait(backoff.next())
+                continue
+            self._wait_for_commit(control, stop)
+
+    def _wait_for_commit(self, control: psycopg.Connection, stop: threading.Event) -> None:
+        """Sleep until a commit notifies us, the poll interval passes, or we are stopped."""
+        deadline = time.monotonic() + self._settings.relay_poll_interval_s
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Short slices keep SIGTERM responsive even with a long fallback interval.
+            for _ in control.notifies(timeout=min(remaining, 0.25), stop_after=1):
+                return
+
+    def drain(self, work: psycopg.Connection, stop: threading.Event | None = None) -> int:
+        """Publish batches until the outbox has no unpublished row; return how many."""
+        total = 0
+        while stop is None or not stop.is_set():
+            published = self.publish_batch(work)
+            total += published
+            if published < self._settings.relay_batch_size:
+                break
+        return total
+
+    def publish_batch(self, work: psycopg.Connection) -> int:
+        """Claim, produce and mark one batch in one transaction; return its size."""
+        self._ensure_topics()
+        with work.transaction():
+            with work.cursor(row_factory=psycopg.rows.class_row(OutboxRow)) as cur:
+                rows = cur.execute(_CLAIM, (self._settings.relay_batch_size,)).fetchall()
+            if not rows:
+                return 0
+            started = time.perf_counter()
+            self._produce(rows)
+            work.execute(_MARK_PUBLISHED, ([row.id for row in rows],))
+        _log.info(
+            "relay.published",
+            count=len(rows),
+            produce_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return len(rows)
+
+    # --- Kafka --------------------------------------------------------------------------
+
+    def _ensure_topics(self) -> None:
+        if not self._topics_ready:
+            ensure_topics(self._settings, timeout_s=5.0)
+            self._topics_ready = True
+
+    def _produce(self, rows: Sequence[OutboxRow]) -> None:
+        producer = self._current_producer()
+        failures: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for row in rows:
+            while True:
+                try:
+                    producer.produce(
+                        row.topic,
+                        value=row.payload.encode(),
+                        key=row.aggregateid.encode(),
+                        headers=row.headers(),
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    # The local queue is full: serve delivery reports to make room.
+                    producer.poll(0.1)
+        timeout_s = self._settings.relay_delivery_timeout_ms / 1000 + 5
+        remaining = producer.flush(timeout_s)
+        if failures or remaining:
+            if any(error.fatal() for error in failures):
+                self._close_producer()
+            first = failures[0].str() if failures else f"{remaining} messages unacknowledged"
+            raise DeliveryFailed(f"{len(failures) or remaining} of {len(rows)} not delivered: {first}")
+
+    def _current_producer(self) -> ProducerLike:
+        if self._producer is None:
+            self._producer = self._producer_factory()
+        return self._producer
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
+
+
+class _Backoff:
+    """Exponential backoff between failed attempts: 0.2 s doubling up to 5 s."""
+
+    def __init__(self, first: float = 0.2, cap: float = 5.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._current = first
+
+    def next(self) -> float:
+        delay = self._current
+        self._current = min(self._current * 2, self._cap)
+        return delay
+
+    def reset(self) -> None:
+        self._current = self._first

@@ -1,0 +1,206 @@
+"""What both HTTP services share: problem+json errors, correlation ids, request logs.
+
+One error shape (RFC 9457 ``application/problem+json``) for every 4xx and 5xx of both
+APIs; every response carries ``X-Correlation-ID``; an unexpected exception becomes a
+500 problem without a stack trace or SQL in the body, and is logged in full.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.errors import FieldError, ProblemError
+from runtime.logging import bind_correlation_id, clear_context, get_logger
+
+CORRELATION_HEADER = "X-Correlation-ID"
+PROBLEM_TYPE_BASE = "urn:prequal:problem:"
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_log = get_logger(__name__)
+
+
+def problem_body(
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    instance: str,
+    correlation_id: str | None,
+    errors: Sequence[FieldError] = (),
+) -> dict[str, Any]:
+    """The one error shape of both APIs."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "correlation_id": correlation_id,
+    }
+    if errors:
+        body["errors"] = [
+            {"field": e.field, "location": e.location, "message": e.message, "code": e.code}
+            for e in errors
+        ]
+    return body
+
+
+class ProblemResponse(Response):
+    """An ``application/problem+json`` response."""
+
+    media_type = "application/problem+json"
+
+    def render(self, content: Any) -> bytes:
+        """Serialise the problem body."""
+        return orjson.dumps(content)
+
+
+def _correlation_id_of(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("correlation_id")
+    return value if isinstance(value, str) else None
+
+
+def problem_response(request: Request, error: ProblemError) -> ProblemResponse:
+    """Render one of our errors."""
+    body = problem_body(
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        slug=error.slug,
+        instance=request.url.path,
+        correlation_id=_correlation_id_of(request),
+        errors=error.errors,
+    )
+    return ProblemResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ())]
+        location = loc[0] if loc else "body"
+        kind = str(err.get("type", "invalid"))
+        if kind == "json_invalid":
+            errors.append(
+                FieldError("body", f"Malformed JSON: {err.get('ctx', {}).get('error', 'cannot parse')}",
+                           "body", kind)
+            )
+            continue
+        path = ".".join(loc[1:]) or location
+        message = str(err.get("msg", "Invalid value"))
+        if kind == "missing":
+            message = f"{path} is required"
+        elif kind == "extra_forbidden":
+            message = f"{path} is not a known field"
+        errors.append(FieldError(path, message, location, kind))
+    return errors
+
+
+_STATUS_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large",
+                  415: "Unsupported media type"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error of ``app`` in the one problem shape."""
+
+    @app.exception_handler(ProblemError)
+    async def _ours(request: Request, exc: ProblemError) -> Response:
+        return problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = _field_errors(exc)
+        names = ", ".join(sorted({e.field for e in errors}))
+        return problem_response(
+            request,
+            ProblemError(422, "Validation failed", f"Invalid fields: {names}",
+                         "validation-error", errors),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        title = _STATUS_TITLES.get(exc.status_code, "HTTP error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(
+            request,
+            ProblemError(exc.status_code, title, detail, title.lower().replace(" ", "-"),
+                         headers=dict(exc.headers or {})),
+        )
+
+
+class RequestContextMiddleware:
+    """Correlation id in and out, one log line per request, and the last-resort 500.
+
+    A pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware). It sits
+    outside the routing so that even an unexpected exception is answered in the problem
+    shape with the correlation id, and never with a stack trace.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-correlation-id")
+        correlation_id = incoming if incoming and _CORRELATION_ID.match(incoming) else str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        clear_context()
+        bind_correlation_id(correlation_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-correlation-id", correlation_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            _log.exception("request.failed", method=scope["method"], path=scope["path"])
+            if response_started:
+                raise
+            body = problem_body(
+                status=500,
+                title="Internal server error",
+                detail="The server could not complete the request; it has been logged.",
+                slug="internal-error",
+                instance=scope["path"],
+                correlation_id=correlation_id,
+            )
+            await ProblemResponse(body, status_code=500)(scope, receive, send_with_id)
+        finally:
+            _log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None

@@ -1,0 +1,75 @@
+"""Kafka client configuration and topic administration, from Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from runtime.logging import get_logger
+from runtime.settings import Settings
+
+_log = get_logger(__name__)
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """An idempotent, acks=all producer: no duplicates or reordering from its own retries."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "message.timeout.ms": settings.relay_delivery_timeout_ms,
+    }
+    config.update(overrides)
+    return config
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """Configuration of an admin client."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+
+
+def all_topics(settings: Settings) -> list[str]:
+    """Every topic prequal uses."""
+    return [
+        settings.topic_submitted,
+        settings.topic_credit_reports,
+        settings.topic_decisions,
+        settings.topic_dlq,
+    ]
+
+
+def ensure_topics(settings: Settings, topics: list[str] | None = None, timeout_s: float = 15.0) -> None:
+    """Create the topics that do not exist yet (the broker never auto-creates them).
+
+    Raises :class:`KafkaException` when the broker cannot be reached in time.
+    """
+    admin = AdminClient(admin_config(settings))
+    wanted = topics if topics is not None else all_topics(settings)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [t for t in wanted if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                config={"retention.ms": str(settings.topic_retention_ms)},
+            )
+            for topic in missing
+        ],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            _log.info("kafka.topic_created", topic=topic)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

@@ -1,0 +1,115 @@
+"""The single validated configuration of every prequal process.
+
+Every value comes from the environment (prefix ``PREQUAL_``) or a ``.env`` file; nothing
+else in the code base reads the environment for configuration.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from urllib.parse import quote
+
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RelayKind(StrEnum):
+    """Which relay moves outbox rows to Kafka."""
+
+    POLLING = "polling"
+    DEBEZIUM = "debezium"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by every process; each process reads the fields it needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PREQUAL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- PostgreSQL -------------------------------------------------------------------
+    pg_host: str = Field("127.0.0.1", description="PostgreSQL host.")
+    pg_port: PositiveInt = Field(55432, description="PostgreSQL port.")
+    pg_user: str = Field("prequal", description="PostgreSQL role.")
+    pg_password: SecretStr = Field(SecretStr("prequal"), description="PostgreSQL password.")
+    pg_database: str = Field("prequal", description="PostgreSQL database name.")
+    pg_connect_timeout_s: PositiveInt = Field(
+        2, description="Seconds to wait for a new database connection before failing."
+    )
+    pg_statement_timeout_ms: PositiveInt = Field(
+        5000, description="Server-side limit for one statement, in milliseconds."
+    )
+    pg_pool_size: PositiveInt = Field(10, description="Connections kept by an API's pool.")
+    pg_pool_timeout_s: PositiveFloat = Field(
+        2.0, description="Seconds a request waits for a pooled connection before a 503."
+    )
+
+    # --- Kafka ------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    topic_submitted: str = Field(
+        "loan_applications_submitted", description="Topic of submitted applications."
+    )
+    topic_credit_reports: str = Field(
+        "credit_reports_generated", description="Topic of generated credit reports."
+    )
+    topic_decisions: str = Field(
+        "loan_application_decisions", description="Topic of application decisions."
+    )
+    topic_dlq: str = Field("loan_processing_dlq", description="Dead-letter topic.")
+    topic_partitions: PositiveInt = Field(3, description="Partitions of each topic.")
+    topic_replication_factor: PositiveInt = Field(
+        1, description="Replication factor of each topic."
+    )
+    topic_retention_ms: PositiveInt = Field(
+        7 * 24 * 3600 * 1000, description="Retention of each topic, in milliseconds."
+    )
+
+    # --- Relay ------------------------------------------------------------------------
+    relay: RelayKind = Field(RelayKind.POLLING, description="Relay: polling or debezium.")
+    relay_batch_size: PositiveInt = Field(
+        1000, description="Outbox rows claimed and produced per relay transaction."
+    )
+    relay_poll_interval_s: PositiveFloat = Field(
+        1.0, description="Fallback poll interval when no NOTIFY arrives, in seconds."
+    )
+    relay_delivery_timeout_ms: PositiveInt = Field(
+        15000, description="How long the relay waits for Kafka to acknowledge a batch."
+    )
+    relay_standby_retry_s: PositiveFloat = Field(
+        2.0, description="How often a standby relay tries to become the active one."
+    )
+
+    # --- HTTP -------------------------------------------------------------------------
+    http_host: str = Field("127.0.0.1", description="Interface the HTTP services bind.")
+    command_api_port: PositiveInt = Field(8000, description="Port of the command API.")
+    query_api_port: PositiveInt = Field(8001, description="Port of the query API.")
+    query_api_base_url: str = Field(
+        "http://127.0.0.1:8001",
+        description="Public base URL of the query API, used in the Location header.",
+    )
+    idempotency_key_ttl_s: PositiveInt = Field(
+        24 * 3600, description="Lifetime of an Idempotency-Key, in seconds."
+    )
+
+    # --- Logging ----------------------------------------------------------------------
+    log_level: str = Field("INFO", description="Log level of every process.")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL (psycopg 3 driver) for the APIs."""
+        return f"postgresql+psycopg://{self._credentials}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+
+    @property
+    def psycopg_conninfo(self) -> str:
+        """A libpq URI for plain psycopg connections (relay, workers, migrations)."""
+        return f"postgresql://{self._credentials}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+
+    @property
+    def _credentials(self) -> str:
+        return f"{quote(self.pg_user)}:{quote(self.pg_password.get_secret_value())}"

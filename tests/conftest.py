@@ -1,0 +1,107 @@
+"""Session fixtures: real servers, a migrated test database, isolated topics per test.
+
+The servers are started through infra/local.sh when they do not run yet, and stopped
+again at the end of the session only if this session started them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.db import create_engine
+from runtime.settings import Settings
+from schema.migrate import upgrade
+from tests.support.infra import local, running_services
+from tests.support.processes import Process
+
+TEST_DATABASE = "prequal_test"
+TABLES = ("applications", "outbox", "outbox_replays", "inbox", "application_status",
+          "idempotency_keys")
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[None]:
+    """PostgreSQL and Kafka, running for the whole session."""
+    already = running_services()
+    local("up")
+    yield
+    started = [s for s in ("kafka", "postgres") if s not in already]
+    if started and not os.environ.get("PREQUAL_TEST_KEEP_SERVERS"):
+        local("down", *started)
+
+
+@pytest.fixture(scope="session")
+def base_settings(servers: None) -> Settings:
+    """Settings pointing at a freshly created, migrated test database."""
+    admin = Settings()
+    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(TEST_DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
+    settings = Settings(pg_database=TEST_DATABASE, relay_poll_interval_s=0.5,
+                        relay_standby_retry_s=0.5, relay_delivery_timeout_ms=5000)
+    upgrade(settings.sqlalchemy_url)
+    return settings
+
+
+def isolated_topics(settings: Settings) -> Settings:
+    """A copy of ``settings`` whose topics no other test uses."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    return settings.model_copy(
+        update={
+            "topic_submitted": prefix + "loan_applications_submitted",
+            "topic_credit_reports": prefix + "credit_reports_generated",
+            "topic_decisions": prefix + "loan_application_decisions",
+            "topic_dlq": prefix + "loan_processing_dlq",
+        }
+    )
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """Per-test settings: an emptied database and topics of the test's own."""
+    with psycopg.connect(base_settings.psycopg_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("TRUNCATE {}").format(
+            sql.SQL(", ").join(sql.Identifier(t) for t in TABLES)))
+    yield isolated_topics(base_settings)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test database, for arranging and asserting."""
+    with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The API's async engine on the test database."""
+    engine = create_engine(settings, "tests")
+    yield engine
+    await engine.dispose()
+
+
+Spawn = Callable[[str, Settings], Process]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Start a console script as a real process; all are stopped at teardown."""
+    started: list[Process] = []
+
+    def _spawn(command: str, settings: Settings) -> Process:
+        process = Process(command, settings, tmp_path)
+        started.append(process)
+        return process
+
+    yield _spawn
+    for process in reversed(started):
+        process.terminate()

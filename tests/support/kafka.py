@@ -1,0 +1,79 @@
+"""Read back what really reached the Kafka broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError
+
+from runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message read from a topic."""
+
+    topic: str
+    partition: int
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+
+
+def consume(
+    settings: Settings,
+    topic: str,
+    *,
+    until: Callable[[list[Received]], bool],
+    timeout_s: float = 30.0,
+    isolation: str = "read_committed",
+) -> list[Received]:
+    """Read ``topic`` from the beginning until ``until(messages)`` holds or time runs out."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
+    consumer.subscribe([topic])
+    received: list[Received] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not until(received):
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    continue
+                raise RuntimeError(str(error))
+            key = message.key()
+            received.append(
+                Received(
+                    topic=message.topic() or topic,
+                    partition=message.partition() or 0,
+                    key=key.decode() if isinstance(key, bytes) else None,
+                    value=message.value() or b"",
+                    headers={k: (v or b"").decode() for k, v in (message.headers() or [])},
+                )
+            )
+    finally:
+        consumer.close()
+    return received
+
+
+def count_at_least(n: int) -> Callable[[list[Received]], bool]:
+    """Stop once ``n`` messages were read."""
+    return lambda messages: len(messages) >= n
+
+
+def event_ids(messages: list[Received]) -> list[str]:
+    """The event ids (from the headers) of ``messages``, in the order read."""
+    return [m.headers["event_id"] for m in messages]

@@ -1,0 +1,83 @@
+"""Arrange outbox rows the way the services write them, and run a relay in a thread."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from outbox.append import OutboxMessage
+from outbox.relay import PollingRelay
+from runtime.settings import Settings
+from schema.events import LoanApplicationSubmittedV1, LoanType, SubmittedEvent
+
+
+def submitted_message(settings: Settings, correlation_id: str = "corr-test") -> OutboxMessage:
+    """A LoanApplicationSubmitted event for a new application id."""
+    application_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    event = SubmittedEvent(
+        event_id=uuid.uuid4(),
+        occurred_at=now,
+        aggregate_id=application_id,
+        correlation_id=correlation_id,
+        causation_id=correlation_id,
+        data=LoanApplicationSubmittedV1(
+            application_id=application_id,
+            pan_number="ABCDE1234F",
+            applicant_name="Test Applicant",
+            monthly_income_inr=Decimal("75000.00"),
+            loan_amount_inr=Decimal("500000.00"),
+            loan_type=LoanType.PERSONAL,
+            submitted_at=now,
+        ),
+    )
+    return OutboxMessage(event, settings.topic_submitted, traceparent=None)
+
+
+def insert_outbox(conn: psycopg.Connection, message: OutboxMessage) -> str:
+    """INSERT one outbox row in ``conn``'s current transaction; return its event id."""
+    row = message.row()
+    row["payload"] = Jsonb(row["payload"])
+    columns = ", ".join(row)
+    placeholders = ", ".join(f"%({name})s" for name in row)
+    conn.execute(f"INSERT INTO outbox ({columns}) VALUES ({placeholders})", row)  # noqa: S608
+    return str(row["event_id"])
+
+
+def insert_many(settings: Settings, count: int) -> list[str]:
+    """Commit ``count`` outbox rows in one transaction; return their event ids."""
+    with psycopg.connect(settings.psycopg_conninfo) as conn, conn.transaction():
+        return [insert_outbox(conn, submitted_message(settings)) for _ in range(count)]
+
+
+class RelayThread:
+    """A polling relay running in a background thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.relay = PollingRelay(settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.relay.run, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the relay to stop as SIGTERM would, and wait for it."""
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "the relay did not stop within 30 s"
+
+
+@contextmanager
+def relay_thread(settings: Settings) -> Iterator[PollingRelay]:
+    """Run a polling relay in a background thread for the duration of the block."""
+    running = RelayThread(settings)
+    try:
+        yield running.relay
+    finally:
+        running.stop()
