@@ -16,7 +16,7 @@ from runtime.health import check_database
 from runtime.http import RequestContextMiddleware, install_error_handlers
 from runtime.settings import Settings
 
-_PROBLEM = {"content": {"application/problem+json": {}}}
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The same Idempotency-Key is still being processed.", **_PROBLEM},
     422: {"description": "A field, or the Idempotency-Key, is invalid.", **_PROBLEM},
@@ -87,9 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         idempotency_key: IdempotencyKey = None,
         traceparent: TraceParent = None,
     ) -> ApplicationAccepted:
-        accepted = await submit(
-            body, SubmitContext(correlation_id, idempotency_key, traceparent)
-        )
+        accepted = await submit(body, SubmitContext(correlation_id, idempotency_key, traceparent))
         response.headers["Location"] = f"{base_url}/applications/{accepted.application_id}/status"
         if accepted.replayed:
             response.headers["Idempotent-Replayed"] = "true"

@@ -51,11 +51,15 @@ class ApplicationRequest(BaseModel):
     applicant_name: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
-        Field(description="The applicant's full name, 1 to 255 characters.", examples=["Rajesh Kumar"]),
+        Field(
+            description="The applicant's full name, 1 to 255 characters.", examples=["Rajesh Kumar"]
+        ),
     ]
     monthly_income_inr: Annotated[InrAmount, Field(examples=["75000.00"])]
     loan_amount_inr: Annotated[InrAmount, Field(examples=["500000.00"])]
-    loan_type: Annotated[LoanType, Field(description="PERSONAL, HOME or AUTO.", examples=["PERSONAL"])]
+    loan_type: Annotated[
+        LoanType, Field(description="PERSONAL, HOME or AUTO.", examples=["PERSONAL"])
+    ]
 
     def fingerprint(self) -> str:
         """A digest of the request's meaning, to tell a retry from a different request.

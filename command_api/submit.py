@@ -19,6 +19,7 @@ from command_api.models import ApplicationRequest
 from outbox.append import OutboxMessage, append
 from runtime.db import database_errors
 from runtime.errors import Conflict, FieldError, ValidationProblem
+from runtime.logging import get_logger
 from schema.events import (
     ApplicationStatus,
     LoanApplicationSubmittedV1,
@@ -27,6 +28,7 @@ from schema.events import (
 from schema.tables import application_status, applications, idempotency_keys
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,18 @@ class SubmitApplication:
 
     async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
         """Run the use case; raise a problem error when the request cannot be accepted."""
+        accepted = await self._transaction(request, ctx)
+        # The PAN is masked by the logging pipeline, like every PAN in every log line.
+        _log.info(
+            "application.accepted",
+            application_id=str(accepted.application_id),
+            pan_number=request.pan_number,
+            loan_type=request.loan_type.value,
+            replayed=accepted.replayed,
+        )
+        return accepted
+
+    async def _transaction(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
         async with database_errors(), self._engine.begin() as conn:
             now = datetime.now(UTC)
             if ctx.idempotency_key is not None:

@@ -1,0 +1,1 @@
+"""The credit worker: a simulated CIBIL score for each submitted application."""

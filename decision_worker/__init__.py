@@ -1,0 +1,1 @@
+"""The decision worker: the prequalification decision for each credit report."""

@@ -52,10 +52,22 @@ class DeliveryFailed(Exception):
     """Kafka did not acknowledge every message of a batch; the batch is retried."""
 
 
+Headers = list[tuple[str, str | bytes | None]]
+DeliveryCallback = Callable[[Any, Any], None]
+
+
 class ProducerLike(Protocol):
     """The part of confluent-kafka's Producer the relay uses (a fake implements it in tests)."""
 
-    def produce(self, topic: str, value: bytes, key: bytes, headers: Any, on_delivery: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: str | bytes | None = None,
+        key: str | bytes | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+        headers: Headers | None = None,
+    ) -> None:
         """Queue one message."""
 
     def poll(self, timeout: float) -> int:
@@ -79,7 +91,7 @@ class OutboxRow:
     causation_id: str | None
     traceparent: str | None
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> Headers:
         """Kafka headers: the event's identity and tracing, identical for both relays."""
         values = {
             "event_id": str(self.event_id),
@@ -100,9 +112,7 @@ class PollingRelay:
         producer_factory: Callable[[], ProducerLike] | None = None,
     ) -> None:
         self._settings = settings
-        self._producer_factory = producer_factory or (
-            lambda: Producer(producer_config(settings))
-        )
+        self._producer_factory = producer_factory or (lambda: Producer(producer_config(settings)))
         self._producer: ProducerLike | None = None
         self._topics_ready = False
         self.instance = f"outbox-relay:{socket.gethostname()}:{os.getpid()}"
@@ -230,7 +240,9 @@ class PollingRelay:
             if any(error.fatal() for error in failures):
                 self._close_producer()
             first = failures[0].str() if failures else f"{remaining} messages unacknowledged"
-            raise DeliveryFailed(f"{len(failures) or remaining} of {len(rows)} not delivered: {first}")
+            raise DeliveryFailed(
+                f"{len(failures) or remaining} of {len(rows)} not delivered: {first}"
+            )
 
     def _current_producer(self) -> ProducerLike:
         if self._producer is None:

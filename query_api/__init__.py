@@ -1,0 +1,1 @@
+"""The query side: the status projection, its projector and the read API."""

@@ -33,7 +33,9 @@ def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
     )
 
 
-def connect(settings: Settings, application_name: str, autocommit: bool = False) -> psycopg.Connection:
+def connect(
+    settings: Settings, application_name: str, autocommit: bool = False
+) -> psycopg.Connection:
     """A plain psycopg connection for the loops (relay, workers), bounded like the pool."""
     return psycopg.connect(
         settings.psycopg_conninfo,

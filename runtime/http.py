@@ -93,8 +93,12 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
         kind = str(err.get("type", "invalid"))
         if kind == "json_invalid":
             errors.append(
-                FieldError("body", f"Malformed JSON: {err.get('ctx', {}).get('error', 'cannot parse')}",
-                           "body", kind)
+                FieldError(
+                    "body",
+                    f"Malformed JSON: {err.get('ctx', {}).get('error', 'cannot parse')}",
+                    "body",
+                    kind,
+                )
             )
             continue
         path = ".".join(loc[1:]) or location
@@ -107,8 +111,12 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     return errors
 
 
-_STATUS_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large",
-                  415: "Unsupported media type"}
+_STATUS_TITLES = {
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+    415: "Unsupported media type",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -124,8 +132,9 @@ def install_error_handlers(app: FastAPI) -> None:
         names = ", ".join(sorted({e.field for e in errors}))
         return problem_response(
             request,
-            ProblemError(422, "Validation failed", f"Invalid fields: {names}",
-                         "validation-error", errors),
+            ProblemError(
+                422, "Validation failed", f"Invalid fields: {names}", "validation-error", errors
+            ),
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -134,8 +143,13 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(
             request,
-            ProblemError(exc.status_code, title, detail, title.lower().replace(" ", "-"),
-                         headers=dict(exc.headers or {})),
+            ProblemError(
+                exc.status_code,
+                title,
+                detail,
+                title.lower().replace(" ", "-"),
+                headers=dict(exc.headers or {}),
+            ),
         )
 
 
@@ -156,7 +170,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-correlation-id")
-        correlation_id = incoming if incoming and _CORRELATION_ID.match(incoming) else str(uuid.uuid4())
+        correlation_id = (
+            incoming if incoming and _CORRELATION_ID.match(incoming) else str(uuid.uuid4())
+        )
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         clear_context()
         bind_correlation_id(correlation_id)

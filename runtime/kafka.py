@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from runtime.logging import get_logger
 from runtime.settings import Settings
@@ -42,7 +43,9 @@ def all_topics(settings: Settings) -> list[str]:
     ]
 
 
-def ensure_topics(settings: Settings, topics: list[str] | None = None, timeout_s: float = 15.0) -> None:
+def ensure_topics(
+    settings: Settings, topics: list[str] | None = None, timeout_s: float = 15.0
+) -> None:
     """Create the topics that do not exist yet (the broker never auto-creates them).
 
     Raises :class:`KafkaException` when the broker cannot be reached in time.

@@ -112,4 +112,6 @@ class Settings(BaseSettings):
 
     @property
     def _credentials(self) -> str:
-        return f"{quote(self.pg_user)}:{quote(self.pg_password.get_secret_value())}"
+        return (
+            f"{quote(self.pg_user, safe='')}:{quote(self.pg_password.get_secret_value(), safe='')}"
+        )

@@ -97,9 +97,7 @@ class Envelope(BaseModel, Generic[P]):
 class SubmittedEvent(Envelope[LoanApplicationSubmittedV1]):
     """The envelope of a submitted application."""
 
-    event_type: Literal[EventType.LOAN_APPLICATION_SUBMITTED] = (
-        EventType.LOAN_APPLICATION_SUBMITTED
-    )
+    event_type: Literal[EventType.LOAN_APPLICATION_SUBMITTED] = EventType.LOAN_APPLICATION_SUBMITTED
     schema_version: Literal[1] = 1
 
 

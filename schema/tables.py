@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Identity,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -73,6 +74,8 @@ outbox = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("replay_of", Uuid, nullable=True),
+    Index("ix_outbox_occurred_at", "occurred_at"),
+    Index("ix_outbox_unpublished_seq", "seq", postgresql_where=text("published_at IS NULL")),
 )
 
 outbox_replays = Table(

@@ -23,8 +23,14 @@ from tests.support.infra import local, running_services
 from tests.support.processes import Process
 
 TEST_DATABASE = "prequal_test"
-TABLES = ("applications", "outbox", "outbox_replays", "inbox", "application_status",
-          "idempotency_keys")
+TABLES = (
+    "applications",
+    "outbox",
+    "outbox_replays",
+    "inbox",
+    "application_status",
+    "idempotency_keys",
+)
 
 
 @pytest.fixture(scope="session")
@@ -43,11 +49,16 @@ def base_settings(servers: None) -> Settings:
     """Settings pointing at a freshly created, migrated test database."""
     admin = Settings()
     with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(TEST_DATABASE)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
-    settings = Settings(pg_database=TEST_DATABASE, relay_poll_interval_s=0.5,
-                        relay_standby_retry_s=0.5, relay_delivery_timeout_ms=5000)
+    settings = Settings(
+        pg_database=TEST_DATABASE,
+        relay_poll_interval_s=0.5,
+        relay_standby_retry_s=0.5,
+        relay_delivery_timeout_ms=5000,
+    )
     upgrade(settings.sqlalchemy_url)
     return settings
 
@@ -66,12 +77,13 @@ def isolated_topics(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings) -> Iterator[Settings]:
+def settings(base_settings: Settings) -> Settings:
     """Per-test settings: an emptied database and topics of the test's own."""
     with psycopg.connect(base_settings.psycopg_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {}").format(
-            sql.SQL(", ").join(sql.Identifier(t) for t in TABLES)))
-    yield isolated_topics(base_settings)
+        conn.execute(
+            sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in TABLES))
+        )
+    return isolated_topics(base_settings)
 
 
 @pytest.fixture

@@ -77,9 +77,7 @@ async def test_an_expired_key_creates_a_new_application(
     client: httpx.AsyncClient, db: psycopg.Connection
 ) -> None:
     first = await client.post("/applications", json=valid_body(), headers=KEY)
-    db.execute(
-        "UPDATE idempotency_keys SET expires_at = now() - %s", (timedelta(seconds=1),)
-    )
+    db.execute("UPDATE idempotency_keys SET expires_at = now() - %s", (timedelta(seconds=1),))
 
     second = await client.post("/applications", json=valid_body(), headers=KEY)
 

@@ -41,8 +41,15 @@ async def test_the_application_its_event_and_its_projection_row_are_all_stored(
         " loan_type, status, cibil_score FROM applications WHERE id = %s",
         (application_id,),
     ).fetchone()
-    assert app == ("ABCDE1234F", "Rajesh Kumar", "75000.00", "500000.00", "PERSONAL",
-                   "PENDING", None)
+    assert app == (
+        "ABCDE1234F",
+        "Rajesh Kumar",
+        "75000.00",
+        "500000.00",
+        "PERSONAL",
+        "PENDING",
+        None,
+    )
     projection = db.execute(
         "SELECT status, cibil_score, version FROM application_status WHERE application_id = %s",
         (application_id,),
@@ -52,8 +59,12 @@ async def test_the_application_its_event_and_its_projection_row_are_all_stored(
         "SELECT aggregatetype, aggregateid, type, topic, payload, correlation_id,"
         " causation_id, published_at, event_id::text, xmin::text FROM outbox"
     ).fetchall()
-    assert outbox[:4] == ("application", application_id, "LoanApplicationSubmitted",
-                          settings.topic_submitted)
+    assert outbox[:4] == (
+        "application",
+        application_id,
+        "LoanApplicationSubmitted",
+        settings.topic_submitted,
+    )
     envelope = outbox[4]
     assert envelope["event_id"] == outbox[8]
     assert envelope["event_type"] == "LoanApplicationSubmitted"

@@ -69,8 +69,12 @@ async def test_a_missing_pan_says_that_the_pan_is_required(client: httpx.AsyncCl
     response = await client.post("/applications", json=_without("pan_number"))
 
     assert response.json()["errors"] == [
-        {"field": "pan_number", "location": "body", "message": "pan_number is required",
-         "code": "missing"}
+        {
+            "field": "pan_number",
+            "location": "body",
+            "message": "pan_number is required",
+            "code": "missing",
+        }
     ]
 
 
@@ -85,7 +89,8 @@ async def test_every_bad_field_is_named_at_once(client: httpx.AsyncClient) -> No
 
 async def test_malformed_json_is_a_422_about_the_body(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/applications", content=b'{"pan_number": "ABCDE1234F",',
+        "/applications",
+        content=b'{"pan_number": "ABCDE1234F",',
         headers={"content-type": "application/json"},
     )
 

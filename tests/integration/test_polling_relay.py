@@ -62,20 +62,21 @@ def test_a_row_committed_late_with_a_lower_seq_is_still_delivered(
         messages = consume(settings, settings.topic_submitted, until=count_at_least(2))
 
     assert sorted(event_ids(messages)) == sorted([event_a, event_b])
-    seqs = dict(db.execute("SELECT event_id::text, seq FROM outbox").fetchall())
+    seqs: dict[str, int] = dict(db.execute("SELECT event_id::text, seq FROM outbox").fetchall())
     assert seqs[event_a] < seqs[event_b]
 
 
 def test_a_rolled_back_row_never_appears(settings: Settings, db: psycopg.Connection) -> None:
-    with psycopg.connect(settings.psycopg_conninfo) as conn:
-        with conn.transaction(force_rollback=True):
-            rolled_back = insert_outbox(conn, submitted_message(settings))
+    with (
+        psycopg.connect(settings.psycopg_conninfo) as conn,
+        conn.transaction(force_rollback=True),
+    ):
+        rolled_back = insert_outbox(conn, submitted_message(settings))
     [committed] = insert_many(settings, 1)
 
     with relay_thread(settings):
         wait_until(lambda: _unpublished(db) == 0, 10)
-        messages = consume(settings, settings.topic_submitted, until=count_at_least(2),
-                           timeout_s=3)
+        messages = consume(settings, settings.topic_submitted, until=count_at_least(2), timeout_s=3)
 
     assert event_ids(messages) == [committed]
     assert rolled_back not in event_ids(messages)

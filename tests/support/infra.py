@@ -29,8 +29,4 @@ def local(*args: str, timeout: float = 300) -> str:
 def running_services() -> set[str]:
     """Which of postgres and kafka run now."""
     status = local("status")
-    return {
-        line.split(":", 1)[0].strip()
-        for line in status.splitlines()
-        if ": running" in line
-    }
+    return {line.split(":", 1)[0].strip() for line in status.splitlines() if ": running" in line}

@@ -61,7 +61,7 @@ def consume(
                     partition=message.partition() or 0,
                     key=key.decode() if isinstance(key, bytes) else None,
                     value=message.value() or b"",
-                    headers={k: (v or b"").decode() for k, v in (message.headers() or [])},
+                    headers=_headers(message.headers()),
                 )
             )
     finally:
@@ -69,9 +69,22 @@ def consume(
     return received
 
 
+def _headers(raw: object) -> dict[str, str]:
+    pairs = raw.items() if isinstance(raw, dict) else (raw or [])
+    return {
+        str(k): v.decode() if isinstance(v, bytes) else str(v or "")
+        for k, v in pairs  # type: ignore[attr-defined]
+    }
+
+
 def count_at_least(n: int) -> Callable[[list[Received]], bool]:
     """Stop once ``n`` messages were read."""
     return lambda messages: len(messages) >= n
+
+
+def has_events(expected: set[str]) -> Callable[[list[Received]], bool]:
+    """Stop once every event id in ``expected`` was read (duplicates may come too)."""
+    return lambda messages: expected <= set(event_ids(messages))
 
 
 def event_ids(messages: list[Received]) -> list[str]:

@@ -47,7 +47,7 @@ def insert_outbox(conn: psycopg.Connection, message: OutboxMessage) -> str:
     row["payload"] = Jsonb(row["payload"])
     columns = ", ".join(row)
     placeholders = ", ".join(f"%({name})s" for name in row)
-    conn.execute(f"INSERT INTO outbox ({columns}) VALUES ({placeholders})", row)  # noqa: S608
+    conn.execute(f"INSERT INTO outbox ({columns}) VALUES ({placeholders})", row)
     return str(row["event_id"])
 
 

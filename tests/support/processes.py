@@ -21,9 +21,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process read exactly ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREQUAL_")}
     for name, value in settings.model_dump().items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"PREQUAL_{name.upper()}"] = str(value.value if hasattr(value, "value") else value)
+        plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[f"PREQUAL_{name.upper()}"] = str(plain.value if hasattr(plain, "value") else plain)
     return env
 
 
@@ -57,7 +56,7 @@ class Process:
 
     def wait_for_log(self, needle: str, timeout_s: float = 30.0) -> None:
         """Wait until ``needle`` appears in the log (or fail with the log)."""
-        wait_until(lambda: needle in self.log(), timeout_s, lambda: self.describe())
+        wait_until(lambda: needle in self.log(), timeout_s, self.describe)
 
     def describe(self) -> str:
         """The process's state and log, for failure messages."""
