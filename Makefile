@@ -5,7 +5,11 @@ POETRY ?= poetry
 RUN := $(POETRY) run
 PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decision_worker
 
-.PHONY: help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+# Settings in .env reach infra/local.sh too, not only the Python processes.
+-include .env
+export
+
+.PHONY: docs help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,6 +59,9 @@ imports: .venv/.installed ## Import-linter contracts (services -> outbox -> sche
 format: .venv/.installed ## Fix lint and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) black .
+
+docs: .venv/.installed ## Regenerate the README's configuration table from Settings
+	$(RUN) python -c 'from runtime.settings import write_settings_table; write_settings_table("README.md")'
 
 clean: ## Remove caches and coverage data (not the servers' data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

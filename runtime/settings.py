@@ -6,7 +6,9 @@ else in the code base reads the environment for configuration.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from pathlib import Path
 from urllib.parse import quote
 
 from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
@@ -115,3 +117,25 @@ class Settings(BaseSettings):
         return (
             f"{quote(self.pg_user, safe='')}:{quote(self.pg_password.get_secret_value(), safe='')}"
         )
+
+
+def settings_table() -> str:
+    """The configuration table of the README, generated from :class:`Settings`."""
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        elif isinstance(default, StrEnum):
+            default = default.value
+        lines.append(f"| `PREQUAL_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(lines)
+
+
+def write_settings_table(readme: str) -> None:
+    """Rewrite the generated table between the settings-table markers of ``readme``."""
+    path = Path(readme)
+    text = path.read_text()
+    start, end = "<!-- settings-table:start -->\n", "\n<!-- settings-table:end -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    path.write_text(pattern.sub(lambda _m: start + settings_table() + end, text))
