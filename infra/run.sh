@@ -13,7 +13,7 @@ stop_all() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait
 }
-trap stop_all INT TERM
+trap 'stop_all; exit 0' INT TERM
 
 for name in "${processes[@]}"; do
   # The prefixing sed is in the same background job, so TERM reaches the process itself.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -14,10 +15,18 @@ from runtime.settings import Settings
 _log = get_logger(__name__)
 
 
+def client_config(settings: Settings) -> dict[str, Any]:
+    """What every Kafka client shares: the brokers, and librdkafka's log as JSON lines."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "logger": logging.getLogger("librdkafka"),
+    }
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """An idempotent, acks=all producer: no duplicates or reordering from its own retries."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
@@ -30,7 +39,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 def admin_config(settings: Settings) -> dict[str, Any]:
     """Configuration of an admin client."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    return client_config(settings)
 
 
 def all_topics(settings: Settings) -> list[str]:
