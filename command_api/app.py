@@ -13,14 +13,13 @@ from command_api.models import ApplicationAccepted, ApplicationRequest
 from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
 from runtime.db import create_engine
 from runtime.health import check_database
-from runtime.http import RequestContextMiddleware, install_error_handlers
+from runtime.http import PROBLEM_CONTENT, install_error_handlers, install_observability
 from runtime.settings import Settings
 
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "The same Idempotency-Key is still being processed.", **_PROBLEM},
-    422: {"description": "A field, or the Idempotency-Key, is invalid.", **_PROBLEM},
-    503: {"description": "The database is not answering; retry later.", **_PROBLEM},
+    409: {"description": "The same Idempotency-Key is still being processed.", **PROBLEM_CONTENT},
+    422: {"description": "A field, or the Idempotency-Key, is invalid.", **PROBLEM_CONTENT},
+    503: {"description": "The database is not answering; retry later.", **PROBLEM_CONTENT},
 }
 
 
@@ -68,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.submit = SubmitApplication(
         engine, settings.topic_submitted, timedelta(seconds=settings.idempotency_key_ttl_s)
     )
-    app.add_middleware(RequestContextMiddleware)
+    install_observability(app, "command-api")
     install_error_handlers(app)
 
     @app.post(
@@ -97,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         "/health",
         operation_id="commandApiHealth",
         summary="200 when the database answers, 503 naming it when it does not.",
-        responses={503: {"description": "The database is not answering.", **_PROBLEM}},
+        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
     )
     async def health() -> dict[str, Any]:
         await check_database(engine, settings.pg_connect_timeout_s)

@@ -4,7 +4,7 @@
 # Expects the servers to be up and the database migrated (`make run` does both).
 set -uo pipefail
 
-processes=(command-api outbox-relay)
+processes=(command-api query-api query-projector outbox-relay credit-worker decision-worker)
 
 pids=()
 stop_all() {

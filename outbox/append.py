@@ -1,7 +1,8 @@
 """Append an event to the outbox inside the caller's transaction.
 
 The caller owns the transaction: this module never commits. A statement-level trigger
-on the outbox notifies the relay at commit time, so appending needs nothing else.
+on the outbox notifies the relay at commit time, so appending needs nothing else. The
+APIs append through SQLAlchemy (async); the workers through a plain psycopg connection.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 from sqlalchemy import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -57,3 +60,33 @@ async def append(conn: AsyncConnection, *messages: OutboxMessage) -> None:
     """Insert ``messages`` into the outbox in the transaction ``conn`` is in."""
     if messages:
         await conn.execute(insert_statement(list(messages)))
+
+
+_COLUMNS = (
+    "event_id",
+    "aggregatetype",
+    "aggregateid",
+    "type",
+    "topic",
+    "payload",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    "occurred_at",
+)
+_INSERT_SQL = (
+    f"INSERT INTO outbox ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})"
+)
+
+
+def append_sync(conn: psycopg.Connection, *messages: OutboxMessage) -> None:
+    """Insert ``messages`` into the outbox in the transaction ``conn`` is in."""
+    rows = []
+    for message in messages:
+        row = message.row()
+        row["payload"] = Jsonb(row["payload"])
+        rows.append(row)
+    if rows:
+        with conn.cursor() as cursor:
+            cursor.executemany(_INSERT_SQL, rows)

@@ -25,9 +25,12 @@ from typing import Any, Protocol
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from outbox.headers import Headers, event_headers
+from outbox.metrics import RELAY_BATCH_SECONDS, RELAY_FAILURES, RELAY_PUBLISHED
 from runtime.db import connect
 from runtime.kafka import ensure_topics, producer_config
 from runtime.logging import get_logger
+from runtime.process import Backoff
 from runtime.settings import Settings
 
 #: Advisory lock key held by the active relay ("prequal relay" in ASCII, truncated).
@@ -52,7 +55,6 @@ class DeliveryFailed(Exception):
     """Kafka did not acknowledge every message of a batch; the batch is retried."""
 
 
-Headers = list[tuple[str, str | bytes | None]]
 DeliveryCallback = Callable[[Any, Any], None]
 
 
@@ -93,14 +95,9 @@ class OutboxRow:
 
     def headers(self) -> Headers:
         """Kafka headers: the event's identity and tracing, identical for both relays."""
-        values = {
-            "event_id": str(self.event_id),
-            "event_type": self.type,
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "traceparent": self.traceparent,
-        }
-        return [(name, value.encode()) for name, value in values.items() if value is not None]
+        return event_headers(
+            self.event_id, self.type, self.correlation_id, self.causation_id, self.traceparent
+        )
 
 
 class PollingRelay:
@@ -121,7 +118,7 @@ class PollingRelay:
 
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set, surviving database and broker outages."""
-        backoff = _Backoff()
+        backoff = Backoff()
         while not stop.is_set():
             try:
                 with connect(self._settings, self.instance, autocommit=True) as control:
@@ -154,13 +151,14 @@ class PollingRelay:
         control: psycopg.Connection,
         work: psycopg.Connection,
         stop: threading.Event,
-        backoff: _Backoff,
+        backoff: Backoff,
     ) -> None:
         while not stop.is_set():
             try:
                 self.drain(work, stop)
                 backoff.reset()
             except (DeliveryFailed, KafkaException) as error:
+                RELAY_FAILURES.inc()
                 _log.warning("relay.kafka_unavailable", error=str(error))
                 stop.wait(backoff.next())
                 continue
@@ -197,12 +195,11 @@ class PollingRelay:
                 return 0
             started = time.perf_counter()
             self._produce(rows)
+            elapsed = time.perf_counter() - started
             work.execute(_MARK_PUBLISHED, ([row.id for row in rows],))
-        _log.info(
-            "relay.published",
-            count=len(rows),
-            produce_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        RELAY_BATCH_SECONDS.observe(elapsed)
+        RELAY_PUBLISHED.inc(len(rows))
+        _log.info("relay.published", count=len(rows), produce_ms=round(elapsed * 1000, 1))
         return len(rows)
 
     # --- Kafka --------------------------------------------------------------------------
@@ -253,20 +250,3 @@ class PollingRelay:
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
-
-
-class _Backoff:
-    """Exponential backoff between failed attempts: 0.2 s doubling up to 5 s."""
-
-    def __init__(self, first: float = 0.2, cap: float = 5.0) -> None:
-        self._first = first
-        self._cap = cap
-        self._current = first
-
-    def next(self) -> float:
-        delay = self._current
-        self._current = min(self._current * 2, self._cap)
-        return delay
-
-    def reset(self) -> None:
-        self._current = self._first

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +27,20 @@ from runtime.logging import bind_correlation_id, clear_context, get_logger
 
 CORRELATION_HEADER = "X-Correlation-ID"
 PROBLEM_TYPE_BASE = "urn:prequal:problem:"
+#: The OpenAPI content of every documented error response.
+PROBLEM_CONTENT: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+HTTP_REQUESTS = Counter(
+    "prequal_http_requests_total",
+    "HTTP requests answered, by service, route template, method and status.",
+    ["service", "route", "method", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "prequal_http_request_seconds",
+    "Time to answer an HTTP request, by service and route template.",
+    ["service", "route", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _log = get_logger(__name__)
 
@@ -161,8 +177,9 @@ class RequestContextMiddleware:
     shape with the correlation id, and never with a stack trace.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -206,12 +223,17 @@ class RequestContextMiddleware:
             )
             await ProblemResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            # The route template, not the path: ids in paths would explode the label set.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(self.service, route, scope["method"], str(status)).inc()
+            HTTP_SECONDS.labels(self.service, route, scope["method"]).observe(elapsed)
             _log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
 
 
@@ -220,3 +242,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def install_observability(app: FastAPI, service: str) -> None:
+    """Correlation ids, request logs and metrics for ``app``, and its ``GET /metrics``."""
+    app.add_middleware(RequestContextMiddleware, service=service)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` with uvicorn; our middleware writes the request log, not uvicorn."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

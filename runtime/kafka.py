@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -35,6 +36,47 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer that commits only what its owner says, and reads committed data only."""
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.kafka_session_timeout_ms // 5, 100),
+    }
+    config.update(overrides)
+    return config
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """For each partition in ``messages``, the offset after the last one: what to commit."""
+    highest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        highest[key] = max(highest.get(key, -1), offset)
+    return [
+        TopicPartition(topic, partition, offset + 1)
+        for (topic, partition), offset in highest.items()
+    ]
+
+
+def first_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """For each partition in ``messages``, the first offset: where to rewind to."""
+    lowest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        lowest[key] = min(lowest.get(key, offset), offset)
+    return [
+        TopicPartition(topic, partition, offset) for (topic, partition), offset in lowest.items()
+    ]
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
@@ -85,3 +127,13 @@ def ensure_topics(
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+
+
+def kafka_check(settings: Settings) -> Callable[[], None]:
+    """A health check that asks the broker for its metadata within two seconds."""
+    admin = AdminClient(admin_config(settings))
+
+    def check() -> None:
+        admin.list_topics(timeout=2.0)
+
+    return check

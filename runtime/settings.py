@@ -87,6 +87,41 @@ class Settings(BaseSettings):
         2.0, description="How often a standby relay tries to become the active one."
     )
 
+    # --- Consumers ----------------------------------------------------------------------
+    instance_id: str = Field(
+        "0",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="This instance's stable name; part of the credit worker's transactional.id.",
+    )
+    consumer_batch_size: PositiveInt = Field(
+        500, description="Messages a worker takes per poll and per transaction."
+    )
+    kafka_session_timeout_ms: PositiveInt = Field(
+        10000, description="Consumer group session timeout, in milliseconds."
+    )
+    kafka_transaction_timeout_ms: PositiveInt = Field(
+        10000, description="Credit worker's Kafka transaction timeout, in milliseconds."
+    )
+    group_credit_worker: str = Field("credit-worker", description="Credit worker's group.")
+    group_decision_worker: str = Field(
+        "decision-worker", description="Decision worker's consumer group."
+    )
+    group_projector: str = Field("query-projector", description="Projector's consumer group.")
+
+    # --- Observability ports of the processes without an HTTP API ----------------------
+    relay_metrics_port: PositiveInt = Field(
+        8005, description="Port of the relay's /health and /metrics."
+    )
+    credit_worker_metrics_port: PositiveInt = Field(
+        8002, description="Port of the credit worker's /health and /metrics."
+    )
+    decision_worker_metrics_port: PositiveInt = Field(
+        8003, description="Port of the decision worker's /health and /metrics."
+    )
+    projector_metrics_port: PositiveInt = Field(
+        8004, description="Port of the projector's /health and /metrics."
+    )
+
     # --- HTTP -------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Interface the HTTP services bind.")
     command_api_port: PositiveInt = Field(8000, description="Port of the command API.")

@@ -1,8 +1,9 @@
 """Versioned event contracts: the envelope every Kafka message carries, and the payloads.
 
 The envelope is what a Kafka message's value decodes to, whichever relay delivered it.
-Payloads are versioned by ``schema_version``; money is a ``Decimal`` serialised as a JSON
-string so that no consumer ever sees a binary float.
+Payloads are versioned by ``schema_version`` (see docs/architecture.md for how a version
+evolves). Money is a ``Decimal`` serialised as a two-decimal JSON string, so no consumer
+ever sees a binary float.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
 #: Namespace of derived event ids: ``uuid5(EVENT_NAMESPACE, f"{kind}:{source_event_id}")``.
 EVENT_NAMESPACE = UUID("6f1c3a52-8a7e-4f0e-9d8b-2b1d6a4e7c10")
@@ -59,13 +60,17 @@ Money = Annotated[
 ]
 """A positive INR amount that fits NUMERIC(12,2); a two-decimal JSON string on the wire."""
 
+CibilScore = Annotated[int, Field(ge=300, le=900)]
+
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Unknown fields are ignored so that an additive change needs no new version: a
+    # consumer built for version N keeps working when producers add optional fields.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class LoanApplicationSubmittedV1(_Payload):
-    """Payload of ``LoanApplicationSubmitted`` version 1: the application as accepted."""
+    """Payload of ``LoanApplicationSubmitted`` v1: the application as accepted."""
 
     application_id: UUID
     pan_number: str = Field(pattern=r"^[A-Z]{5}[0-9]{4}[A-Z]$")
@@ -76,31 +81,121 @@ class LoanApplicationSubmittedV1(_Payload):
     submitted_at: datetime
 
 
+class CreditReportGeneratedV1(_Payload):
+    """Payload of ``CreditReportGenerated`` v1: the simulated CIBIL score and its inputs."""
+
+    application_id: UUID
+    cibil_score: CibilScore
+    monthly_income_inr: Money
+    loan_amount_inr: Money
+    loan_type: LoanType
+    generated_at: datetime
+
+
+class LoanApplicationDecidedV1(_Payload):
+    """Payload of ``LoanApplicationDecided`` v1: the final status of an application."""
+
+    application_id: UUID
+    status: Literal[
+        ApplicationStatus.PRE_APPROVED, ApplicationStatus.REJECTED, ApplicationStatus.MANUAL_REVIEW
+    ]
+    cibil_score: CibilScore
+    submitted_at: datetime
+    decided_at: datetime
+
+
 P = TypeVar("P", bound=BaseModel)
 
 
 class Envelope(BaseModel, Generic[P]):
     """The metadata every event carries, around its typed payload in ``data``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_id: UUID
     event_type: EventType
     schema_version: int = Field(ge=1)
     occurred_at: datetime
     aggregate_id: UUID
-    correlation_id: str
+    correlation_id: str = Field(min_length=1, max_length=128)
     causation_id: str | None = None
     data: P
 
 
 class SubmittedEvent(Envelope[LoanApplicationSubmittedV1]):
-    """The envelope of a submitted application."""
+    """The envelope of a submitted application (v1)."""
 
     event_type: Literal[EventType.LOAN_APPLICATION_SUBMITTED] = EventType.LOAN_APPLICATION_SUBMITTED
     schema_version: Literal[1] = 1
 
 
-def derived_event_id(kind: str, source_event_id: UUID) -> UUID:
+class CreditReportEvent(Envelope[CreditReportGeneratedV1]):
+    """The envelope of a generated credit report (v1)."""
+
+    event_type: Literal[EventType.CREDIT_REPORT_GENERATED] = EventType.CREDIT_REPORT_GENERATED
+    schema_version: Literal[1] = 1
+
+
+class DecidedEvent(Envelope[LoanApplicationDecidedV1]):
+    """The envelope of a decided application (v1)."""
+
+    event_type: Literal[EventType.LOAN_APPLICATION_DECIDED] = EventType.LOAN_APPLICATION_DECIDED
+    schema_version: Literal[1] = 1
+
+
+#: Every (type, version) a consumer of this build understands.
+EVENT_MODELS: dict[tuple[EventType, int], type[Envelope[Any]]] = {
+    (EventType.LOAN_APPLICATION_SUBMITTED, 1): SubmittedEvent,
+    (EventType.CREDIT_REPORT_GENERATED, 1): CreditReportEvent,
+    (EventType.LOAN_APPLICATION_DECIDED, 1): DecidedEvent,
+}
+
+
+class UndecodableEvent(ValueError):
+    """A message that is not an event this build understands (it goes to the DLQ)."""
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    event_type: str
+    schema_version: int
+
+
+def decode_event(raw: bytes | None) -> Envelope[Any]:
+    """Decode a Kafka message value into its typed envelope.
+
+    Raises :class:`UndecodableEvent` for anything that is not valid JSON, not an
+    envelope, of an unknown type or version, or whose payload breaks its schema.
+    """
+    if not raw:
+        raise UndecodableEvent("empty message value")
+    try:
+        header = _Header.model_validate_json(raw)
+    except ValidationError as error:
+        raise UndecodableEvent(f"not an event envelope: {_summary(error)}") from error
+    try:
+        model = EVENT_MODELS[(EventType(header.event_type), header.schema_version)]
+    except (KeyError, ValueError) as error:
+        raise UndecodableEvent(
+            f"unsupported event {header.event_type!r} schema_version {header.schema_version}"
+        ) from error
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise UndecodableEvent(
+            f"invalid {header.event_type} v{header.schema_version}: {_summary(error)}"
+        ) from error
+
+
+def _summary(error: ValidationError) -> str:
+    # Field paths and messages only: never the input values, which may carry a PAN.
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
+        for e in error.errors(include_input=False, include_url=False)
+    ]
+    return "; ".join(parts[:5])
+
+
+def derived_event_id(kind: EventType, source_event_id: UUID) -> UUID:
     """The stable id of an event derived from another, identical on every redelivery."""
-    return uuid5(EVENT_NAMESPACE, f"{kind}:{source_event_id}")
+    return uuid5(EVENT_NAMESPACE, f"{kind.value}:{source_event_id}")

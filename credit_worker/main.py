@@ -1,0 +1,26 @@
+"""``credit-worker``: the credit worker's composition root."""
+
+from __future__ import annotations
+
+from credit_worker.worker import NAME, CreditWorker
+from runtime.kafka import kafka_check
+from runtime.logging import configure_logging
+from runtime.observability import ObservabilityServer
+from runtime.process import stop_on_signals
+from runtime.settings import Settings
+
+
+def main() -> None:
+    """Console script entry point: score until SIGTERM or SIGINT."""
+    settings = Settings()
+    configure_logging(settings.log_level, NAME)
+    worker = CreditWorker(settings)
+    server = ObservabilityServer(
+        settings.http_host,
+        settings.credit_worker_metrics_port,
+        {"consumer": worker.require_assignment, "kafka": kafka_check(settings)},
+    ).start()
+    try:
+        worker.run(stop_on_signals())
+    finally:
+        server.stop()

@@ -1,0 +1,194 @@
+"""The credit worker's loop: consume, score, produce — exactly once within Kafka.
+
+Each batch is one Kafka transaction carrying the credit reports (and any dead letters)
+*and* the consumed offsets (``send_offsets_to_transaction``). Either all of it becomes
+visible to ``read_committed`` readers, or none of it does and the batch is consumed
+again. The worker has no database; the score is a pure function of the event, so a
+re-run produces the same report with the same event id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from credit_worker.report import credit_report
+from outbox.dead_letter import dead_letter_headers
+from outbox.headers import TRACEPARENT, event_headers, header_value
+from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES
+from runtime.kafka import (
+    consumer_config,
+    ensure_topics,
+    first_offsets,
+    next_offsets,
+    producer_config,
+)
+from runtime.logging import get_logger
+from runtime.process import Backoff
+from runtime.settings import Settings
+from schema.events import SubmittedEvent, UndecodableEvent, decode_event
+
+NAME = "credit-worker"
+_log = get_logger(__name__)
+
+
+class CreditWorker:
+    """Consumes submitted applications and produces their credit reports transactionally."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._timeout_s = settings.kafka_transaction_timeout_ms / 1000
+        self._producer: Producer | None = None
+        self.assigned: list[TopicPartition] = []
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per instance, so a restarted worker fences its predecessor's transaction."""
+        return f"prequal-{NAME}-{self._settings.instance_id}"
+
+    def require_assignment(self) -> None:
+        """Health check: raise unless the group gave this worker partitions."""
+        if not self.assigned:
+            raise RuntimeError(f"{NAME} has no partitions assigned")
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; the batch in flight is committed or aborted first."""
+        settings = self._settings
+        ensure_topics(
+            settings, [settings.topic_submitted, settings.topic_credit_reports, settings.topic_dlq]
+        )
+        consumer = Consumer(consumer_config(settings, settings.group_credit_worker))
+        consumer.subscribe(
+            [settings.topic_submitted], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        # Created before the loop so that a configuration error stops the process at once.
+        self._current_producer()
+        _log.info("credit_worker.started", transactional_id=self.transactional_id)
+        backoff = Backoff()
+        try:
+            while not stop.is_set():
+                messages = consumer.consume(settings.consumer_batch_size, timeout=0.25)
+                batch = [m for m in messages if m.error() is None]
+                for message in messages:
+                    if message.error() is not None:
+                        _log.warning("credit_worker.kafka_error", error=str(message.error()))
+                if not batch:
+                    continue
+                if self._transact(consumer, batch):
+                    backoff.reset()
+                else:
+                    stop.wait(backoff.next())
+        finally:
+            consumer.close()
+            _log.info("credit_worker.stopped")
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = list(partitions)
+        _log.info(
+            "credit_worker.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
+        )
+
+    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self.assigned = []
+
+    def _current_producer(self) -> Producer:
+        if self._producer is None:
+            producer = Producer(
+                producer_config(
+                    self._settings,
+                    **{
+                        "transactional.id": self.transactional_id,
+                        "transaction.timeout.ms": self._settings.kafka_transaction_timeout_ms,
+                        "message.timeout.ms": self._settings.kafka_transaction_timeout_ms,
+                    },
+                )
+            )
+            producer.init_transactions(self._timeout_s)
+            self._producer = producer
+        return self._producer
+
+    def _transact(self, consumer: Consumer, batch: list[Message]) -> bool:
+        """One transaction for ``batch``; on failure rewind to its start and return False."""
+        started = time.perf_counter()
+        try:
+            producer = self._current_producer()
+            producer.begin_transaction()
+            produced, dead = self._produce_all(producer, batch)
+            producer.send_offsets_to_transaction(
+                next_offsets(batch), consumer.consumer_group_metadata(), self._timeout_s
+            )
+            producer.commit_transaction(self._timeout_s)
+        except KafkaException as error:
+            self._abandon(consumer, error.args[0] if error.args else None, batch)
+            return False
+        HANDLE_SECONDS.labels(NAME).observe(time.perf_counter() - started)
+        CONSUMED.labels(NAME, "applied").inc(produced)
+        if dead:
+            CONSUMED.labels(NAME, "dead_lettered").inc(dead)
+        return True
+
+    def _produce_all(self, producer: Producer, batch: list[Message]) -> tuple[int, int]:
+        produced = dead = 0
+        now = datetime.now(UTC)
+        for message in batch:
+            try:
+                event = decode_event(message.value())
+                if not isinstance(event, SubmittedEvent):
+                    raise UndecodableEvent(
+                        f"credit worker does not handle {event.event_type.value}"
+                    )
+            except UndecodableEvent as error:
+                _log.warning(
+                    "credit_worker.dead_lettered",
+                    topic=message.topic(),
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    reason=str(error),
+                )
+                producer.produce(
+                    self._settings.topic_dlq,
+                    value=message.value(),
+                    key=message.key(),
+                    headers=dead_letter_headers(message, NAME, str(error)),
+                )
+                dead += 1
+                continue
+            report = credit_report(event, now)
+            producer.produce(
+                self._settings.topic_credit_reports,
+                value=report.model_dump_json().encode(),
+                key=str(report.aggregate_id).encode(),
+                headers=event_headers(
+                    report.event_id,
+                    report.event_type.value,
+                    report.correlation_id,
+                    report.causation_id,
+                    header_value(message.headers(), TRACEPARENT),
+                ),
+            )
+            produced += 1
+        return produced, dead
+
+    def _abandon(self, consumer: Consumer, error: KafkaError | None, batch: list[Message]) -> None:
+        """Abort (or, if the producer is unusable, replace it) and rewind to the batch start."""
+        RETRIES.labels(NAME).inc()
+        _log.warning("credit_worker.transaction_failed", error=str(error), messages=len(batch))
+        producer = self._producer
+        if producer is not None:
+            try:
+                if error is not None and error.fatal():
+                    raise KafkaException(error)
+                producer.abort_transaction(self._timeout_s)
+            except KafkaException as abort_error:
+                _log.warning("credit_worker.producer_replaced", error=str(abort_error))
+                self._producer = None
+        for partition in first_offsets(batch):
+            try:
+                consumer.seek(partition)
+            except KafkaException as seek_error:
+                # The partition moved to another member; its committed offset still
+                # points at this batch, so that member starts from there.
+                _log.info("credit_worker.seek_skipped", error=str(seek_error))

@@ -1,0 +1,22 @@
+"""``decision-worker``: the decision worker's composition root."""
+
+from __future__ import annotations
+
+from decision_worker.handler import CONSUMER_NAME, DecisionHandler
+from outbox.consumer import InboxConsumer, run_consumer_process
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+
+
+def main() -> None:
+    """Console script entry point: decide until SIGTERM or SIGINT."""
+    settings = Settings()
+    configure_logging(settings.log_level, CONSUMER_NAME)
+    loop = InboxConsumer(
+        settings,
+        CONSUMER_NAME,
+        settings.group_decision_worker,
+        [settings.topic_credit_reports],
+        DecisionHandler(settings.topic_decisions),
+    )
+    run_consumer_process(loop, settings, settings.decision_worker_metrics_port)

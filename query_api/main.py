@@ -1,0 +1,15 @@
+"""``query-api``: serve the query api with uvicorn."""
+
+from __future__ import annotations
+
+from query_api.app import create_app
+from runtime.http import serve
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+
+
+def main() -> None:
+    """Console script entry point."""
+    settings = Settings()
+    configure_logging(settings.log_level, "query-api")
+    serve(create_app(settings), settings.http_host, settings.query_api_port)

@@ -1,0 +1,22 @@
+"""``query-projector``: the projection's composition root."""
+
+from __future__ import annotations
+
+from outbox.consumer import InboxConsumer, run_consumer_process
+from query_api.projector import CONSUMER_NAME, project
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+
+
+def main() -> None:
+    """Console script entry point: project until SIGTERM or SIGINT."""
+    settings = Settings()
+    configure_logging(settings.log_level, CONSUMER_NAME)
+    loop = InboxConsumer(
+        settings,
+        CONSUMER_NAME,
+        settings.group_projector,
+        [settings.topic_submitted, settings.topic_decisions],
+        project,
+    )
+    run_consumer_process(loop, settings, settings.projector_metrics_port)

@@ -1,0 +1,103 @@
+"""``/health`` and ``/metrics`` for the processes that have no HTTP API of their own.
+
+The relay and the workers are plain loops; this serves their health checks and the
+Prometheus registry from a small threaded HTTP server beside the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from runtime.errors import DependencyUnavailable
+from runtime.http import problem_body
+from runtime.logging import get_logger
+
+#: A named check: returns normally when the dependency answers, raises otherwise.
+Check = Callable[[], None]
+
+_log = get_logger(__name__)
+
+
+def run_checks(checks: Mapping[str, Check]) -> tuple[int, dict[str, Any]]:
+    """Run every check; 200 with their states, or 503 problem naming the first failure."""
+    states: dict[str, str] = {}
+    failed: list[str] = []
+    for name, check in checks.items():
+        try:
+            check()
+            states[name] = "ok"
+        except Exception as error:
+            states[name] = "unavailable"
+            failed.append(name)
+            _log.warning("health.check_failed", check=name, error=str(error))
+    if not failed:
+        return 200, {"status": "ok", "checks": states}
+    problem = DependencyUnavailable(failed[0])
+    body = problem_body(
+        status=503,
+        title=problem.title,
+        detail=", ".join(failed) + (" is" if len(failed) == 1 else " are") + " not answering",
+        slug=problem.slug,
+        instance="/health",
+        correlation_id=None,
+    )
+    body["checks"] = states
+    return 503, body
+
+
+class ObservabilityServer:
+    """Serves ``GET /health`` and ``GET /metrics`` in a daemon thread."""
+
+    def __init__(self, host: str, port: int, checks: Mapping[str, Check]) -> None:
+        checks = dict(checks)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+                elif self.path == "/health":
+                    status, body = run_checks(checks)
+                    kind = "application/json" if status == 200 else "application/problem+json"
+                    self._send(status, kind, orjson.dumps(body))
+                else:
+                    body = problem_body(
+                        status=404,
+                        title="Not found",
+                        detail="Not Found",
+                        slug="not-found",
+                        instance=self.path,
+                        correlation_id=None,
+                    )
+                    self._send(404, "application/problem+json", orjson.dumps(body))
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Scrapes every few seconds would drown the log; stay quiet."""
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> ObservabilityServer:
+        """Start serving in the background."""
+        self._thread.start()
+        _log.info("observability.listening", port=self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
