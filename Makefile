@@ -9,7 +9,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: docs help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ imports: .venv/.installed ## Import-linter contracts (services -> outbox -> sche
 format: .venv/.installed ## Fix lint and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) black .
+
+schemas: .venv/.installed ## Regenerate the checked-in event JSON Schemas (schema/json)
+	$(RUN) python -m schema.jsonschema
 
 docs: .venv/.installed ## Regenerate the README's configuration table from Settings
 	$(RUN) python -c 'from runtime.settings import write_settings_table; write_settings_table("README.md")'

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -77,7 +78,7 @@ class CreditWorker:
                         _log.warning("credit_worker.kafka_error", error=str(message.error()))
                 if not batch:
                     continue
-                if self._transact(consumer, batch):
+                if self._transact(consumer, batch, stop):
                     backoff.reset()
                 else:
                     stop.wait(backoff.next())
@@ -110,7 +111,7 @@ class CreditWorker:
             self._producer = producer
         return self._producer
 
-    def _transact(self, consumer: Consumer, batch: list[Message]) -> bool:
+    def _transact(self, consumer: Consumer, batch: list[Message], stop: threading.Event) -> bool:
         """One transaction for ``batch``; on failure rewind to its start and return False."""
         started = time.perf_counter()
         try:
@@ -120,7 +121,8 @@ class CreditWorker:
             producer.send_offsets_to_transaction(
                 next_offsets(batch), consumer.consumer_group_metadata(), self._timeout_s
             )
-            producer.commit_transaction(self._timeout_s)
+            # Nothing is committed before this call, so any failure above simply aborts.
+            _retrying(lambda: producer.commit_transaction(self._timeout_s), stop)
         except KafkaException as error:
             self._abandon(consumer, error.args[0] if error.args else None, batch)
             return False
@@ -173,18 +175,24 @@ class CreditWorker:
         return produced, dead
 
     def _abandon(self, consumer: Consumer, error: KafkaError | None, batch: list[Message]) -> None:
-        """Abort (or, if the producer is unusable, replace it) and rewind to the batch start."""
+        """Abort, replace the producer, and rewind the consumer to the batch start.
+
+        A producer that has just failed a transaction is not reused: after a broker outage
+        librdkafka (2.x) was seen to block in ``send_offsets_to_transaction`` well past its
+        timeout on the reused handle. A new producer with the same ``transactional.id``
+        fences the old one and starts from a clean state; this costs one
+        ``init_transactions`` per failure, nothing on the happy path.
+        """
         RETRIES.labels(NAME).inc()
         _log.warning("credit_worker.transaction_failed", error=str(error), messages=len(batch))
-        producer = self._producer
+        producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                if error is not None and error.fatal():
-                    raise KafkaException(error)
-                producer.abort_transaction(self._timeout_s)
+                if error is None or not error.fatal():
+                    producer.abort_transaction(self._timeout_s)
             except KafkaException as abort_error:
-                _log.warning("credit_worker.producer_replaced", error=str(abort_error))
-                self._producer = None
+                _log.info("credit_worker.abort_failed", error=str(abort_error))
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
         for partition in first_offsets(batch):
             try:
                 consumer.seek(partition)
@@ -192,3 +200,25 @@ class CreditWorker:
                 # The partition moved to another member; its committed offset still
                 # points at this batch, so that member starts from there.
                 _log.info("credit_worker.seek_skipped", error=str(seek_error))
+
+
+def _retrying(operation: Callable[[], None], stop: threading.Event) -> None:
+    """Run the commit, repeating it while Kafka calls its failure retriable.
+
+    A commit that timed out may still have succeeded on the coordinator: aborting then
+    would be wrong, so a retriable failure is retried (as librdkafka prescribes) until it
+    succeeds, needs an abort, or the worker is stopping.
+    """
+    backoff = Backoff()
+    while True:
+        try:
+            operation()
+            return
+        except KafkaException as error:
+            kafka_error = error.args[0] if error.args else None
+            if stop.is_set() or not (
+                isinstance(kafka_error, KafkaError) and kafka_error.retriable()
+            ):
+                raise
+            _log.warning("credit_worker.retrying_transaction_step", error=str(kafka_error))
+            stop.wait(backoff.next())

@@ -10,6 +10,7 @@ import psycopg
 from decision_worker.policy import decide
 from outbox.append import OutboxMessage, append_sync
 from outbox.consumer import PermanentFailure
+from runtime.logging import get_logger
 from schema.events import (
     CreditReportEvent,
     DecidedEvent,
@@ -20,6 +21,7 @@ from schema.events import (
 )
 
 CONSUMER_NAME = "decision-worker"
+_log = get_logger(__name__)
 
 # The WHERE clause is the guarantee that a decided application never changes again,
 # whatever arrives later: only the PENDING → decided transition updates a row.
@@ -69,3 +71,9 @@ class DecisionHandler:
             ),
         )
         append_sync(conn, OutboxMessage(decided, self._topic))
+        _log.info(
+            "application.decided",
+            application_id=str(report.application_id),
+            status=status.value,
+            cibil_score=report.cibil_score,
+        )

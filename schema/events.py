@@ -8,13 +8,20 @@ ever sees a binary float.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 
 #: Namespace of derived event ids: ``uuid5(EVENT_NAMESPACE, f"{kind}:{source_event_id}")``.
 EVENT_NAMESPACE = UUID("6f1c3a52-8a7e-4f0e-9d8b-2b1d6a4e7c10")
@@ -57,6 +64,7 @@ Money = Annotated[
     Decimal,
     Field(gt=0, max_digits=12, decimal_places=2),
     PlainSerializer(money_text, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,10}\.[0-9]{2}$"}, mode="serialization"),
 ]
 """A positive INR amount that fits NUMERIC(12,2); a two-decimal JSON string on the wire."""
 
@@ -66,7 +74,10 @@ CibilScore = Annotated[int, Field(ge=300, le=900)]
 class _Payload(BaseModel):
     # Unknown fields are ignored so that an additive change needs no new version: a
     # consumer built for version N keeps working when producers add optional fields.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Producers write every field, defaults and nulls included: the wire schema says so.
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", json_schema_serialization_defaults_required=True
+    )
 
 
 class LoanApplicationSubmittedV1(_Payload):
@@ -78,7 +89,7 @@ class LoanApplicationSubmittedV1(_Payload):
     monthly_income_inr: Money
     loan_amount_inr: Money
     loan_type: LoanType
-    submitted_at: datetime
+    submitted_at: AwareDatetime
 
 
 class CreditReportGeneratedV1(_Payload):
@@ -89,7 +100,7 @@ class CreditReportGeneratedV1(_Payload):
     monthly_income_inr: Money
     loan_amount_inr: Money
     loan_type: LoanType
-    generated_at: datetime
+    generated_at: AwareDatetime
 
 
 class LoanApplicationDecidedV1(_Payload):
@@ -100,8 +111,8 @@ class LoanApplicationDecidedV1(_Payload):
         ApplicationStatus.PRE_APPROVED, ApplicationStatus.REJECTED, ApplicationStatus.MANUAL_REVIEW
     ]
     cibil_score: CibilScore
-    submitted_at: datetime
-    decided_at: datetime
+    submitted_at: AwareDatetime
+    decided_at: AwareDatetime
 
 
 P = TypeVar("P", bound=BaseModel)
@@ -110,12 +121,15 @@ P = TypeVar("P", bound=BaseModel)
 class Envelope(BaseModel, Generic[P]):
     """The metadata every event carries, around its typed payload in ``data``."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Producers write every field, defaults and nulls included: the wire schema says so.
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", json_schema_serialization_defaults_required=True
+    )
 
     event_id: UUID
     event_type: EventType
     schema_version: int = Field(ge=1)
-    occurred_at: datetime
+    occurred_at: AwareDatetime
     aggregate_id: UUID
     correlation_id: str = Field(min_length=1, max_length=128)
     causation_id: str | None = None

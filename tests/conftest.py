@@ -55,6 +55,8 @@ def base_settings(servers: None) -> Settings:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
     settings = Settings(
         pg_database=TEST_DATABASE,
+        kafka_session_timeout_ms=6000,
+        kafka_transaction_timeout_ms=10000,
         relay_poll_interval_s=0.5,
         relay_standby_retry_s=0.5,
         relay_delivery_timeout_ms=5000,
@@ -72,6 +74,10 @@ def isolated_topics(settings: Settings) -> Settings:
             "topic_credit_reports": prefix + "credit_reports_generated",
             "topic_decisions": prefix + "loan_application_decisions",
             "topic_dlq": prefix + "loan_processing_dlq",
+            "group_credit_worker": prefix + "credit-worker",
+            "group_decision_worker": prefix + "decision-worker",
+            "group_projector": prefix + "query-projector",
+            "instance_id": prefix + "0",
         }
     )
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, Producer
 
+from outbox.headers import Headers, event_headers
+from runtime.kafka import ensure_topics
 from runtime.settings import Settings
+from schema.events import Envelope
 
 
 @dataclass(frozen=True)
@@ -90,3 +94,34 @@ def has_events(expected: set[str]) -> Callable[[list[Received]], bool]:
 def event_ids(messages: list[Received]) -> list[str]:
     """The event ids (from the headers) of ``messages``, in the order read."""
     return [m.headers["event_id"] for m in messages]
+
+
+def produce(settings: Settings, topic: str, values: Sequence[tuple[str, bytes, Headers]]) -> None:
+    """Put raw (key, value, headers) messages on ``topic`` and wait until they are acknowledged."""
+    ensure_topics(settings, [topic])
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    for key, value, headers in values:
+        producer.produce(topic, value=value, key=key.encode(), headers=headers)
+    assert producer.flush(15) == 0, "test messages were not acknowledged"
+
+
+def produce_events(settings: Settings, topic: str, events: Sequence[Envelope[Any]]) -> None:
+    """Put events on ``topic`` exactly as the relay would: key, envelope value, headers."""
+    produce(
+        settings,
+        topic,
+        [
+            (
+                str(e.aggregate_id),
+                e.model_dump_json().encode(),
+                [
+                    (k, v)
+                    for k, v in event_headers(
+                        e.event_id, e.event_type.value, e.correlation_id, e.causation_id, None
+                    )
+                    if isinstance(v, bytes)
+                ],
+            )
+            for e in events
+        ],
+    )

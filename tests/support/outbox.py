@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,20 +57,37 @@ def insert_many(settings: Settings, count: int) -> list[str]:
         return [insert_outbox(conn, submitted_message(settings)) for _ in range(count)]
 
 
-class RelayThread:
+class LoopThread:
+    """A ``run(stop)`` loop (relay, worker) running in a background thread of the test."""
+
+    def __init__(self, run: Callable[[threading.Event], None]) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=run, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to stop as SIGTERM would, and wait for it."""
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "the loop did not stop within 30 s"
+
+
+class RelayThread(LoopThread):
     """A polling relay running in a background thread of the test process."""
 
     def __init__(self, settings: Settings) -> None:
         self.relay = PollingRelay(settings)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.relay.run, args=(self._stop,), daemon=True)
-        self._thread.start()
+        super().__init__(self.relay.run)
 
-    def stop(self) -> None:
-        """Ask the relay to stop as SIGTERM would, and wait for it."""
-        self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the relay did not stop within 30 s"
+
+@contextmanager
+def running(run: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run a loop in a background thread for the duration of the block."""
+    loop = LoopThread(run)
+    try:
+        yield
+    finally:
+        loop.stop()
 
 
 @contextmanager

@@ -1,0 +1,232 @@
+"""The whole system as six real processes: POST to the command API, read the decision back.
+
+Expected outcomes are written by hand from SPEC.md's rules (never computed by calling the
+code's own rules). Scores of ordinary PANs vary by -5..+5, so those rows are chosen where
+no variation can change the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from runtime.settings import Settings
+from tests.conftest import Spawn
+from tests.support.processes import Process, free_port, wait_http_ok, wait_until
+
+PROCESSES = (
+    "command-api",
+    "query-api",
+    "query-projector",
+    "outbox-relay",
+    "credit-worker",
+    "decision-worker",
+)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The running system: its settings, URLs and processes."""
+
+    settings: Settings
+    command: str
+    query: str
+    processes: dict[str, Process]
+
+    def metrics_url(self, name: str) -> str:
+        """Where process ``name`` serves /metrics."""
+        port = {
+            "command-api": self.settings.command_api_port,
+            "query-api": self.settings.query_api_port,
+            "query-projector": self.settings.projector_metrics_port,
+            "outbox-relay": self.settings.relay_metrics_port,
+            "credit-worker": self.settings.credit_worker_metrics_port,
+            "decision-worker": self.settings.decision_worker_metrics_port,
+        }[name]
+        return f"http://{self.settings.http_host}:{port}/metrics"
+
+
+@pytest.fixture
+def pipeline(settings: Settings, spawn: Spawn) -> Pipeline:
+    """All six processes, each on free ports, against the test database and topics."""
+    ports = {
+        "command_api_port": free_port(),
+        "query_api_port": free_port(),
+        "projector_metrics_port": free_port(),
+        "relay_metrics_port": free_port(),
+        "credit_worker_metrics_port": free_port(),
+        "decision_worker_metrics_port": free_port(),
+    }
+    settings = settings.model_copy(
+        update={**ports, "query_api_base_url": f"http://127.0.0.1:{ports['query_api_port']}"}
+    )
+    processes = {name: spawn(name, settings) for name in PROCESSES}
+    running = Pipeline(
+        settings,
+        f"http://127.0.0.1:{settings.command_api_port}",
+        settings.query_api_base_url,
+        processes,
+    )
+    for name, process in processes.items():
+        # Workers are healthy once their consumer has partitions: the pipeline is ready.
+        wait_http_ok(running.metrics_url(name).replace("/metrics", "/health"), 60, process)
+    return running
+
+
+def _body(pan: str, income: str, amount: str, loan_type: str) -> dict[str, Any]:
+    return {
+        "pan_number": pan,
+        "applicant_name": "E2E Applicant",
+        "monthly_income_inr": income,
+        "loan_amount_inr": amount,
+        "loan_type": loan_type,
+    }
+
+
+# (PAN, income, amount, loan type) → (final status, exact score or None when it varies)
+EXPECTED: list[tuple[tuple[str, str, str, str], tuple[str, int | None]]] = [
+    # Fixed score 790; 75,000 × 48 = 3,600,000 > 500,000.
+    (("ABCDE1234F", "75000.00", "500000.00", "PERSONAL"), ("PRE_APPROVED", 790)),
+    # Fixed score 790; 3,600,000 ≤ 5,000,000.
+    (("ABCDE1234F", "75000.00", "5000000.00", "PERSONAL"), ("MANUAL_REVIEW", 790)),
+    # Fixed score 610, below 650, whatever the income.
+    (("FGHIJ5678K", "100000.00", "100000.00", "HOME"), ("REJECTED", 610)),
+    # 650 − 20 (income < 30,000) − 10 (personal) = 620, ±5 → at most 625 → rejected.
+    (("KLMNO1234P", "20000.00", "100000.00", "PERSONAL"), ("REJECTED", None)),
+    # 650 + 40 + 10 (home) = 700 ±5; 80,000 × 48 = 3,840,000 = amount → the boundary.
+    (("PQRST6789U", "80000.00", "3840000.00", "HOME"), ("MANUAL_REVIEW", None)),
+    # Same, one paisa less borrowed → income × 48 > amount.
+    (("PQRST6789U", "80000.00", "3839999.99", "HOME"), ("PRE_APPROVED", None)),
+    # 650 + 40 + 0 (auto) = 690 ±5; 90,000 × 48 = 4,320,000 ≤ 10,000,000.
+    (("UVWXY1111Z", "90000.00", "10000000.00", "AUTO"), ("MANUAL_REVIEW", None)),
+    # 650 − 20 + 0 = 630 ±5 → at most 635 → rejected.
+    (("UVWXY1111Z", "29999.99", "1000.00", "AUTO"), ("REJECTED", None)),
+]
+
+
+async def _final(query: httpx.AsyncClient, location: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = (await query.get(location)).json()
+        if body["status"] != "PENDING":
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{location} still PENDING after {timeout_s}s")
+
+
+async def test_stories_1_to_5_through_http_special_pans_and_manual_review(
+    pipeline: Pipeline, db: psycopg.Connection
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        for (pan, income, amount, loan_type), (status, score) in EXPECTED[:3]:
+            accepted = await http.post(
+                f"{pipeline.command}/applications", json=_body(pan, income, amount, loan_type)
+            )
+            assert accepted.status_code == 202
+            location = accepted.headers["location"]
+            pending = await http.get(location)
+            assert pending.status_code == 200  # story 3: readable at once
+            final = await _final(http, location, 15)
+            assert (final["status"], final["cibil_score"]) == (status, score)
+            stored = db.execute(
+                "SELECT status, cibil_score FROM applications WHERE id = %s",
+                (accepted.json()["application_id"],),
+            ).fetchone()
+            assert stored == (status, score)
+
+
+async def test_200_concurrent_applications_each_reach_exactly_one_expected_final_state(
+    pipeline: Pipeline, db: psycopg.Connection
+) -> None:
+    cases = [EXPECTED[i % len(EXPECTED)] for i in range(200)]
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        accepted = await asyncio.gather(
+            *[
+                http.post(f"{pipeline.command}/applications", json=_body(*request))
+                for request, _ in cases
+            ]
+        )
+        assert [r.status_code for r in accepted] == [202] * 200
+        finals = await asyncio.gather(*[_final(http, r.headers["location"], 60) for r in accepted])
+
+    for (request, (status, score)), final in zip(cases, finals, strict=True):
+        assert final["status"] == status, request
+        if score is not None:
+            assert final["cibil_score"] == score, request
+        assert 300 <= final["cibil_score"] <= 900
+    # Exactly one decision each: one decided event per application, none pending.
+    decided = db.execute(
+        "SELECT count(*), count(DISTINCT aggregateid) FROM outbox"
+        " WHERE type = 'LoanApplicationDecided'"
+    ).fetchone()
+    assert decided == (200, 200)
+    assert db.execute("SELECT count(*) FROM applications WHERE status = 'PENDING'").fetchone() == (
+        0,
+    )
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
+    pipeline: Pipeline,
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        accepted = await http.post(f"{pipeline.command}/applications", json=_body(*EXPECTED[0][0]))
+        await _final(http, accepted.headers["location"], 15)
+        texts = {name: (await http.get(pipeline.metrics_url(name))).text for name in PROCESSES}
+
+    assert (
+        _sample(
+            texts["command-api"], "prequal_http_requests_total", service="command-api", status="202"
+        )
+        >= 1
+    )
+    assert _sample(texts["query-api"], "prequal_http_requests_total", service="query-api") >= 1
+    assert _sample(texts["outbox-relay"], "prequal_relay_published_events_total") >= 2
+    for consumer in ("credit-worker", "decision-worker", "query-projector"):
+        assert (
+            _sample(
+                texts[consumer],
+                "prequal_consumer_messages_total",
+                consumer=consumer,
+                outcome="applied",
+            )
+            >= 1
+        ), consumer
+
+
+async def test_worker_logs_carry_the_correlation_id_of_the_original_request(
+    pipeline: Pipeline,
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        accepted = await http.post(
+            f"{pipeline.command}/applications",
+            json=_body(*EXPECTED[0][0]),
+            headers={"X-Correlation-ID": "e2e-trace-42"},
+        )
+        await _final(http, accepted.headers["location"], 15)
+
+    decision = pipeline.processes["decision-worker"]
+    wait_until(lambda: "e2e-trace-42" in decision.log(), 5, decision.describe)
+    [line] = [json.loads(text) for text in decision.log().splitlines() if "e2e-trace-42" in text]
+    assert line["event"] == "application.decided"
+    assert line["correlation_id"] == "e2e-trace-42"
+    assert line["process"] == "decision-worker"
+    for name, process in pipeline.processes.items():
+        assert "ABCDE1234F" not in process.log(), name

@@ -1,0 +1,60 @@
+"""/health and /metrics of the loop processes, served beside the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from runtime.observability import ObservabilityServer, run_checks
+
+
+def _ok() -> None:
+    return None
+
+
+def _down() -> None:
+    raise ConnectionError("refused")
+
+
+def test_all_checks_passing_is_200_with_each_state() -> None:
+    assert run_checks({"database": _ok, "kafka": _ok}) == (
+        200,
+        {"status": "ok", "checks": {"database": "ok", "kafka": "ok"}},
+    )
+
+
+def test_a_failing_check_is_a_503_problem_naming_it() -> None:
+    status, body = run_checks({"database": _ok, "kafka": _down})
+
+    assert status == 503
+    assert body["detail"] == "kafka is not answering"
+    assert body["checks"] == {"database": "ok", "kafka": "unavailable"}
+    assert body["type"] == "urn:prequal:problem:dependency-unavailable"
+
+
+def test_two_failing_checks_are_both_named() -> None:
+    _, body = run_checks({"database": _down, "kafka": _down})
+
+    assert body["detail"] == "database, kafka are not answering"
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    running = ObservabilityServer("127.0.0.1", 0, {"kafka": _down}).start()
+    yield f"http://127.0.0.1:{running.port}"
+    running.stop()
+
+
+def test_the_server_answers_health_metrics_and_a_404_problem(server: str) -> None:
+    health = httpx.get(f"{server}/health")
+    metrics = httpx.get(f"{server}/metrics")
+    missing = httpx.get(f"{server}/nowhere")
+
+    assert health.status_code == 503
+    assert health.headers["content-type"] == "application/problem+json"
+    assert metrics.status_code == 200
+    assert "python_info" in metrics.text or "process_" in metrics.text or "# HELP" in metrics.text
+    assert missing.status_code == 404
+    assert missing.json()["instance"] == "/nowhere"
