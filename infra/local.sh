@@ -6,9 +6,14 @@
 #   infra/local.sh down    [SERVICE...]  stop; stopping a stopped service succeeds
 #   infra/local.sh status                one line per service; always exits 0
 #   infra/local.sh restart SERVICE...    down, then up (data is kept)
+#   infra/local.sh drop-slot             drop Debezium's replication slot and publication
+#                                        and Connect's offsets; refused while connect runs
 #
-# SERVICE is "postgres" or "kafka". No SERVICE means all of them: up starts postgres
-# first, down stops kafka first.
+# SERVICE is "postgres", "kafka" or "connect" (Kafka Connect standalone running the
+# Debezium outbox connector of infra/debezium/, capturing PREQUAL_PG_DATABASE's outbox).
+# No SERVICE means postgres and kafka: up starts postgres first; down also stops connect
+# when it runs, then kafka, then postgres. up connect starts postgres and kafka first
+# when they are not running; connect is ready when its connector and task are RUNNING.
 #
 # Environment (default):
 #   PREQUAL_INFRA_DIR              <repo root>/.infra  data, logs, pid files, jars
@@ -20,12 +25,19 @@
 #   PREQUAL_KAFKA_PORT             9092                PLAINTEXT listener on 127.0.0.1
 #   PREQUAL_KAFKA_CONTROLLER_PORT  9093                KRaft controller listener
 #   PREQUAL_KAFKA_HEAP             768m                broker -Xms/-Xmx
+#   PREQUAL_CONNECT_PORT           8083                Connect REST listener on 127.0.0.1
+#   PREQUAL_CONNECT_HEAP           512m                Connect worker -Xms/-Xmx
+#   PREQUAL_DEBEZIUM_SLOT          prequal_outbox      logical replication slot (pgoutput)
+#   PREQUAL_DEBEZIUM_PUBLICATION   prequal_outbox_pub  publication on public.outbox only
+#   PREQUAL_DEBEZIUM_POLL_INTERVAL_MS  20              connector poll.interval.ms
 #   PREQUAL_PG_BINDIR              (auto)              PostgreSQL server bin dir override
 #
-# Logs: $PREQUAL_INFRA_DIR/logs/postgres.log and $PREQUAL_INFRA_DIR/logs/kafka.log.
-# Needs PostgreSQL server binaries, java and mvn; as root, missing ones are apt-installed.
-# PostgreSQL runs as the "postgres" OS user when invoked as root (initdb refuses root).
-# Kafka jars are resolved from Maven Central via infra/kafka/pom.xml, once per pom change.
+# Logs: $PREQUAL_INFRA_DIR/logs/{postgres,kafka,connect}.log.
+# Needs PostgreSQL server binaries, java, mvn (and curl for connect); as root, missing
+# ones are apt-installed. PostgreSQL runs as the "postgres" OS user when invoked as root
+# (initdb refuses root). Kafka jars are resolved from Maven Central via
+# infra/kafka/pom.xml, Connect + Debezium jars via infra/debezium/pom.xml, each once per
+# pom change.
 
 set -euo pipefail
 
@@ -43,13 +55,21 @@ PG_DATABASE=${PREQUAL_PG_DATABASE:-prequal}
 KAFKA_PORT=${PREQUAL_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${PREQUAL_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP=${PREQUAL_KAFKA_HEAP:-768m}
+CONNECT_PORT=${PREQUAL_CONNECT_PORT:-8083}
+CONNECT_HEAP=${PREQUAL_CONNECT_HEAP:-512m}
+DEBEZIUM_SLOT=${PREQUAL_DEBEZIUM_SLOT:-prequal_outbox}
+DEBEZIUM_PUBLICATION=${PREQUAL_DEBEZIUM_PUBLICATION:-prequal_outbox_pub}
+DEBEZIUM_POLL_INTERVAL_MS=${PREQUAL_DEBEZIUM_POLL_INTERVAL_MS:-20}
 
 PG_TIMEOUT=60
 KAFKA_TIMEOUT=90
+CONNECT_TIMEOUT=120
 STOP_TIMEOUT=30
 
-# Start order; down walks it backwards. A later "connect" service belongs after kafka.
-ALL_SERVICES=(postgres kafka)
+# Start order; down walks it backwards. connect needs both of the others.
+ALL_SERVICES=(postgres kafka connect)
+# What up/down/restart mean without a SERVICE (down adds connect when it runs).
+DEFAULT_SERVICES=(postgres kafka)
 
 LOG_DIR=$INFRA_DIR/logs
 RUN_DIR=$INFRA_DIR/run
@@ -75,6 +95,24 @@ KAFKA_PID=$RUN_DIR/kafka.pid
 KAFKA_LOG=$LOG_DIR/kafka.log
 KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
 KAFKA_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
+
+CONNECT_DIR=$INFRA_DIR/connect
+CONNECT_LIBS=$CONNECT_DIR/libs
+CONNECT_STAMP=$CONNECT_DIR/libs.pom.sha256
+CONNECT_CONF=$CONNECT_DIR/worker.properties
+CONNECT_CONNECTOR=$CONNECT_DIR/outbox-connector.json
+# Named in infra/debezium/connect-standalone.properties (offset.storage.file.filename).
+CONNECT_OFFSETS=$CONNECT_DIR/offsets.dat
+CONNECT_PID=$RUN_DIR/connect.pid
+CONNECT_LOG=$LOG_DIR/connect.log
+DEBEZIUM_DIR=$SCRIPT_DIR/debezium
+CONNECT_POM=$DEBEZIUM_DIR/pom.xml
+CONNECT_LOG4J=$DEBEZIUM_DIR/log4j2.properties
+
+# prequal_render (templates) and prequal_connector_state (REST status), shared with
+# infra/debezium/register.sh.
+# shellcheck source-path=SCRIPTDIR source=debezium/render.sh
+. "$DEBEZIUM_DIR/render.sh"
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -172,12 +210,17 @@ ensure_prereqs() { # SERVICE...
   for svc in "$@"; do
     case $svc in
       postgres) find_pg_bindir >/dev/null || pkgs+=(postgresql) ;;
-      kafka)
+      kafka | connect)
         command -v java >/dev/null || pkgs+=(openjdk-17-jdk-headless)
         command -v mvn >/dev/null || pkgs+=(maven)
+        if [[ $svc == connect ]] && ! command -v curl >/dev/null; then pkgs+=(curl); fi
         ;;
     esac
   done
+  # Both kafka and connect may have asked for java and maven.
+  if ((${#pkgs[@]})); then
+    mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
+  fi
   ((${#pkgs[@]})) || return 0
   if ((EUID != 0)); then
     die "missing prerequisites (${pkgs[*]}); install them with:
@@ -436,27 +479,31 @@ KAFKA_TOOL=(java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
   -cp "$KAFKA_LIBS/*")
 
 # Resolving takes seconds even with a warm ~/.m2, so it only reruns when the pom changes.
-kafka_resolve_libs() {
-  local sum tmp
-  sum=$(sha256sum <"$KAFKA_POM" | cut -d' ' -f1)
-  if [[ -d $KAFKA_LIBS && -f $KAFKA_STAMP && $(<"$KAFKA_STAMP") == "$sum" ]]; then
+mvn_resolve_libs() { # SERVICE POM DIR LIBS STAMP LOGFILE
+  local svc=$1 pom=$2 dir=$3 libs=$4 stamp=$5 log=$6 sum tmp
+  sum=$(sha256sum <"$pom" | cut -d' ' -f1)
+  if [[ -d $libs && -f $stamp && $(<"$stamp") == "$sum" ]]; then
     return 0
   fi
-  info "kafka: resolving jars with Maven into $KAFKA_LIBS (once per pom change)"
-  tmp=$KAFKA_DIR/libs.tmp
-  rm -rf -- "$tmp" "$KAFKA_DIR/mvn"
+  info "$svc: resolving jars with Maven into $libs (once per pom change)"
+  tmp=$dir/libs.tmp
+  rm -rf -- "$tmp" "$dir/mvn"
   # Build from a copy so Maven's scratch output lands in the infra dir, not the repo.
-  mkdir -p -- "$KAFKA_DIR/mvn"
-  cp -- "$KAFKA_POM" "$KAFKA_DIR/mvn/pom.xml"
-  printf '\n===== %s maven resolve (local.sh) =====\n' "$(date -Is)" >>"$KAFKA_LOG"
-  mvn -B -q -Dstyle.color=never -f "$KAFKA_DIR/mvn/pom.xml" \
+  mkdir -p -- "$dir/mvn"
+  cp -- "$pom" "$dir/mvn/pom.xml"
+  printf '\n===== %s maven resolve (local.sh) =====\n' "$(date -Is)" >>"$log"
+  mvn -B -q -Dstyle.color=never -f "$dir/mvn/pom.xml" \
     org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" >>"$KAFKA_LOG" 2>&1 9>&- ||
-    fail kafka "resolving jars (mvn copy-dependencies)" "$KAFKA_LOG"
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >>"$log" 2>&1 9>&- ||
+    fail "$svc" "resolving jars (mvn copy-dependencies)" "$log"
   # Swap in whole so a changed pom never leaves stale jars on the classpath.
-  rm -rf -- "$KAFKA_LIBS"
-  mv -- "$tmp" "$KAFKA_LIBS"
-  printf '%s\n' "$sum" >"$KAFKA_STAMP"
+  rm -rf -- "$libs"
+  mv -- "$tmp" "$libs"
+  printf '%s\n' "$sum" >"$stamp"
+}
+
+kafka_resolve_libs() {
+  mvn_resolve_libs kafka "$KAFKA_POM" "$KAFKA_DIR" "$KAFKA_LIBS" "$KAFKA_STAMP" "$KAFKA_LOG"
 }
 
 kafka_write_config() {
@@ -571,16 +618,22 @@ stop_wait() { # PID
   return 1
 }
 
-# SIGTERM lets the broker do a controlled shutdown and flush; SIGKILL only if it hangs.
-kafka_kill() { # PID
-  local pid=$1
+# SIGTERM to the process group (setsid made the JVM its leader) lets the JVM shut down
+# cleanly; SIGKILL only if it hangs.
+group_kill() { # SERVICE PID PIDFILE
+  local svc=$1 pid=$2
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   if ! stop_wait "$pid"; then
-    info "kafka: no exit after ${STOP_TIMEOUT}s, sending SIGKILL"
+    info "$svc: no exit after ${STOP_TIMEOUT}s, sending SIGKILL"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     stop_wait "$pid" || true
   fi
-  rm -f -- "$KAFKA_PID"
+  rm -f -- "$3"
+}
+
+# SIGTERM lets the broker do a controlled shutdown and flush.
+kafka_kill() { # PID
+  group_kill kafka "$1" "$KAFKA_PID"
 }
 
 kafka_up() {
@@ -640,24 +693,250 @@ kafka_status() {
   fi
 }
 
+# -------------------------------------------------------------------------- connect
+
+# The connector's name, from the template (register.sh reads it the same way).
+CONNECTOR_NAME=$(prequal_connector_name "$DEBEZIUM_DIR/outbox-connector.json" 2>/dev/null) ||
+  CONNECTOR_NAME=prequal-outbox
+
+connect_pid() { # prints the worker pid if our Connect worker is running
+  local pid cmdline
+  [[ -f $CONNECT_PID ]] || return 1
+  read -r pid <"$CONNECT_PID" || return 1
+  proc_alive "$pid" || return 1
+  # Guards against a recycled pid: it must be a worker started with our config file.
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *ConnectStandalone*"$CONNECT_CONF"* ]] || return 1
+  printf '%s' "$pid"
+}
+
+connect_running_port() {
+  local line
+  line=$(grep -m1 '^listeners=' "$CONNECT_CONF" 2>/dev/null) || return 1
+  printf '%s' "${line##*:}"
+}
+
+connect_rest() { # PORT PATH [curl args...] - prints the body, fails on no answer
+  local port=$1 path=$2
+  shift 2
+  curl -sS --max-time 5 "$@" "http://127.0.0.1:$port$path" 2>/dev/null
+}
+
+connect_resolve_libs() {
+  mvn_resolve_libs connect "$CONNECT_POM" "$CONNECT_DIR" "$CONNECT_LIBS" "$CONNECT_STAMP" \
+    "$CONNECT_LOG"
+}
+
+# Rendered on every start from the templates in infra/debezium/, so env changes take
+# effect. The connector file holds the database password: owner-only.
+connect_write_config() {
+  local template out
+  for template in connect-standalone.properties outbox-connector.json; do
+    case $template in
+      *.json) out=$CONNECT_CONNECTOR ;;
+      *) out=$CONNECT_CONF ;;
+    esac
+    (
+      umask 077
+      PREQUAL_INFRA_DIR=$INFRA_DIR PREQUAL_PG_HOST=$PG_HOST PREQUAL_PG_PORT=$PG_PORT \
+        PREQUAL_PG_USER=$PG_USER PREQUAL_PG_PASSWORD=$PG_PASSWORD \
+        PREQUAL_PG_DATABASE=$PG_DATABASE PREQUAL_KAFKA_PORT=$KAFKA_PORT \
+        PREQUAL_CONNECT_PORT=$CONNECT_PORT PREQUAL_DEBEZIUM_SLOT=$DEBEZIUM_SLOT \
+        PREQUAL_DEBEZIUM_PUBLICATION=$DEBEZIUM_PUBLICATION \
+        PREQUAL_DEBEZIUM_POLL_INTERVAL_MS=$DEBEZIUM_POLL_INTERVAL_MS \
+        prequal_render "$DEBEZIUM_DIR/$template" >"$out.tmp"
+    ) 2>>"$CONNECT_LOG" || fail connect "rendering $DEBEZIUM_DIR/$template" "$CONNECT_LOG"
+    mv -f -- "$out.tmp" "$out"
+  done
+}
+
+connect_start() {
+  local i
+  rm -f -- "$CONNECT_PID"
+  printf '\n===== %s start (local.sh) =====\n' "$(date -Is)" >>"$CONNECT_LOG"
+  # Same launch as the broker (see kafka_start): own session, pid written by the shell
+  # that execs java, stdio into the log. ConnectStandalone creates the connector from
+  # the JSON file given after the worker config.
+  # shellcheck disable=SC2016 # $$ and "$@" are for the inner shell
+  setsid bash -c 'printf "%s\n" "$$" >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
+    "$CONNECT_PID" \
+    java -Xms"$CONNECT_HEAP" -Xmx"$CONNECT_HEAP" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$CONNECT_LOG4J" \
+    -cp "$CONNECT_LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone \
+    "$CONNECT_CONF" "$CONNECT_CONNECTOR" \
+    </dev/null >>"$CONNECT_LOG" 2>&1 9>&- &
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $CONNECT_PID ]] && return 0
+    sleep 0.05
+  done
+  fail connect "launching the Connect worker (no pid file)" "$CONNECT_LOG"
+}
+
+# Ready means the connector and its task are RUNNING: only then is the slot (and the
+# publication) created and changes are being streamed.
+connect_wait_ready() { # PID DEADLINE_SECONDS
+  local pid=$1 deadline=$2 json summary rc
+  until port_open 127.0.0.1 "$CONNECT_PORT"; do
+    if ! proc_alive "$pid"; then
+      rm -f -- "$CONNECT_PID"
+      fail connect "worker start-up (process $pid exited)" "$CONNECT_LOG"
+    fi
+    if ((SECONDS >= deadline)); then
+      group_kill connect "$pid" "$CONNECT_PID"
+      fail connect "waiting for port 127.0.0.1:$CONNECT_PORT (${CONNECT_TIMEOUT}s)" "$CONNECT_LOG"
+    fi
+    sleep 0.25
+  done
+  while :; do
+    json=$(connect_rest "$CONNECT_PORT" "/connectors/$CONNECTOR_NAME/status") || json=
+    rc=0
+    summary=$(prequal_connector_state "$json") || rc=$?
+    ((rc != 0)) || return 0
+    if ((rc == 1)); then
+      group_kill connect "$pid" "$CONNECT_PID"
+      fail connect "connector $CONNECTOR_NAME ($summary)" "$CONNECT_LOG"
+    fi
+    if ! proc_alive "$pid"; then
+      rm -f -- "$CONNECT_PID"
+      fail connect "worker start-up (process $pid exited)" "$CONNECT_LOG"
+    fi
+    if ((SECONDS >= deadline)); then
+      group_kill connect "$pid" "$CONNECT_PID"
+      fail connect "waiting for connector $CONNECTOR_NAME to run (${CONNECT_TIMEOUT}s; $summary)" \
+        "$CONNECT_LOG"
+    fi
+    sleep 0.25
+  done
+}
+
+connect_up() {
+  local t0 pid port deadline json rc=0
+  t0=$(now_us)
+  deadline=$((SECONDS + CONNECT_TIMEOUT))
+  if pid=$(connect_pid); then
+    port=$(connect_running_port) || port=$CONNECT_PORT
+    [[ $port == "$CONNECT_PORT" ]] ||
+      die "connect: running (pid $pid) on port $port, not PREQUAL_CONNECT_PORT=$CONNECT_PORT; run: $0 restart connect"
+    json=$(connect_rest "$CONNECT_PORT" "/connectors/$CONNECTOR_NAME/status") || json=
+    prequal_connector_state "$json" >/dev/null || rc=$?
+    if ((rc == 0)); then
+      info "connect: already running (pid $pid, port $CONNECT_PORT)"
+      return 0
+    fi
+    if ((rc == 1)); then
+      # E.g. the task gave up while PostgreSQL was down for long: restart what failed.
+      info "connect: connector $CONNECTOR_NAME has failed; restarting it"
+      connect_rest "$CONNECT_PORT" \
+        "/connectors/$CONNECTOR_NAME/restart?includeTasks=true&onlyFailed=true" -X POST \
+        >/dev/null || true
+    fi
+    # Otherwise still starting (or restarting): wait for it.
+  else
+    if port_open 127.0.0.1 "$CONNECT_PORT"; then
+      die "connect: port 127.0.0.1:$CONNECT_PORT is already in use by another process"
+    fi
+    mkdir -p -- "$CONNECT_DIR" "$LOG_DIR" "$RUN_DIR"
+    touch -- "$CONNECT_LOG"
+    connect_resolve_libs
+    connect_write_config
+    connect_start
+    pid=$(<"$CONNECT_PID")
+  fi
+  connect_wait_ready "$pid" "$deadline"
+  info "connect: ready in $(since "$t0") (pid $pid, port $CONNECT_PORT, connector $CONNECTOR_NAME, slot $DEBEZIUM_SLOT)"
+}
+
+connect_down() {
+  local pid t0
+  t0=$(now_us)
+  if ! pid=$(connect_pid); then
+    rm -f -- "$CONNECT_PID"
+    info "connect: already stopped"
+    return 0
+  fi
+  # SIGTERM: the worker stops the task and flushes its offsets (the slot's position).
+  group_kill connect "$pid" "$CONNECT_PID"
+  info "connect: stopped in $(since "$t0")"
+}
+
+connect_status() {
+  local pid port json summary
+  if pid=$(connect_pid); then
+    port=$(connect_running_port) || port=$CONNECT_PORT
+    if json=$(connect_rest "$port" "/connectors/$CONNECTOR_NAME/status"); then
+      summary=$(prequal_connector_state "$json") || true
+      info "connect: running (pid $pid, port $port, $summary)"
+    else
+      info "connect: running (pid $pid, port $port) but not answering yet"
+    fi
+  else
+    info "connect: stopped"
+  fi
+}
+
+# Forgets the CDC position: the slot (which pins WAL while it exists), the publication
+# and the worker's offsets, which only make sense together with that slot.
+drop_slot() {
+  local pid out i
+  if pid=$(connect_pid); then
+    die "connect is running (pid $pid) and uses slot $DEBEZIUM_SLOT; stop it first: $0 down connect"
+  fi
+  PG_BIN=$(find_pg_bindir) || die "postgres: no PostgreSQL binaries found"
+  pg_query_ok ||
+    die "drop-slot: PostgreSQL does not answer on $PG_HOST:$PG_PORT (database $PG_DATABASE); start it: $0 up postgres"
+  for ((i = 0; ; i++)); do
+    if out=$(PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -w -t -A \
+      -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
+      -v slot="$DEBEZIUM_SLOT" -v pub="$DEBEZIUM_PUBLICATION" -f - 2>&1 <<'SQL'
+SET client_min_messages = warning;
+SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
+ WHERE slot_name = :'slot';
+DROP PUBLICATION IF EXISTS :"pub";
+SQL
+    ); then
+      break
+    fi
+    # Right after a worker stops, its walsender may hold the slot for a moment longer.
+    if [[ $out == *"is active for PID"* ]] && ((i < 50)); then
+      sleep 0.2
+      continue
+    fi
+    die "drop-slot: $out"
+  done
+  rm -f -- "$CONNECT_OFFSETS"
+  if [[ $out == 1 ]]; then
+    info "drop-slot: dropped replication slot $DEBEZIUM_SLOT, publication $DEBEZIUM_PUBLICATION (database $PG_DATABASE) and Connect's offsets"
+  else
+    info "drop-slot: no replication slot $DEBEZIUM_SLOT; dropped publication $DEBEZIUM_PUBLICATION (if any, database $PG_DATABASE) and Connect's offsets"
+  fi
+}
+
 # ------------------------------------------------------------------------- dispatch
 
 service_op() { # OP SERVICE
   case $2 in
     postgres) "pg_$1" ;;
     kafka) "kafka_$1" ;;
-    # CONNECT: Kafka Connect + Debezium goes here, e.g. `connect) "connect_$1" ;;`, with
-    # connect_up/connect_down/connect_status and "connect" appended to ALL_SERVICES (after
-    # kafka: it needs both kafka and postgres running).
+    connect) "connect_$1" ;;
     *) die "unknown service '$2'" ;;
   esac
 }
 
+in_list() { # WORD LIST...
+  local w=$1
+  shift
+  [[ " $* " == *" $w "* ]]
+}
+
 main() {
-  local cmd=${1:-} svc want=() selected=() reversed=() i
+  local cmd=${1:-} svc want=() selected=() reversed=() starting=() i
   shift || true
   case $cmd in
     up | down | restart | status) ;;
+    drop-slot)
+      (($# == 0)) || die "drop-slot takes no arguments"
+      ;;
     -h | --help | help)
       usage
       exit 0
@@ -670,19 +949,10 @@ main() {
 
   for svc in "$@"; do
     case $svc in
-      postgres | kafka) want+=("$svc") ;;
-      # CONNECT: accept "connect" here once service_op implements it.
-      connect) die "service 'connect' (Kafka Connect + Debezium) is not implemented yet" ;;
+      postgres | kafka | connect) want+=("$svc") ;;
       *) die "unknown service '$svc' (expected: ${ALL_SERVICES[*]})" ;;
     esac
   done
-  # Canonical order regardless of how they were named on the command line.
-  for svc in "${ALL_SERVICES[@]}"; do
-    if ((${#want[@]} == 0)) || [[ " ${want[*]} " == *" $svc "* ]]; then
-      selected+=("$svc")
-    fi
-  done
-  for ((i = ${#selected[@]} - 1; i >= 0; i--)); do reversed+=("${selected[i]}"); done
 
   if [[ $cmd == status ]]; then
     for svc in "${ALL_SERVICES[@]}"; do service_op status "$svc"; done
@@ -694,18 +964,40 @@ main() {
   exec 9>"$LOCK_FILE"
   flock -w 300 9 || die "another infra/local.sh holds $LOCK_FILE for more than 300s"
 
+  if [[ $cmd == drop-slot ]]; then
+    drop_slot
+    exit 0
+  fi
+
+  if ((${#want[@]} == 0)); then
+    want=("${DEFAULT_SERVICES[@]}")
+    # Plain down (and restart) also covers a running connect, so nothing is left behind.
+    if [[ $cmd != up ]] && connect_pid >/dev/null; then want+=(connect); fi
+  fi
+  # Canonical order regardless of how they were named on the command line.
+  for svc in "${ALL_SERVICES[@]}"; do
+    if in_list "$svc" "${want[@]}"; then selected+=("$svc"); fi
+  done
+  for ((i = ${#selected[@]} - 1; i >= 0; i--)); do reversed+=("${selected[i]}"); done
+  # connect needs the other two: up connect starts (or reuses) them first.
+  for svc in "${ALL_SERVICES[@]}"; do
+    if in_list "$svc" "${selected[@]}" || { in_list connect "${selected[@]}" && [[ $svc != connect ]]; }; then
+      starting+=("$svc")
+    fi
+  done
+
   case $cmd in
     up)
-      ensure_prereqs "${selected[@]}"
-      for svc in "${selected[@]}"; do service_op up "$svc"; done
+      ensure_prereqs "${starting[@]}"
+      for svc in "${starting[@]}"; do service_op up "$svc"; done
       ;;
     down)
       for svc in "${reversed[@]}"; do service_op down "$svc"; done
       ;;
     restart)
-      ensure_prereqs "${selected[@]}"
+      ensure_prereqs "${starting[@]}"
       for svc in "${reversed[@]}"; do service_op down "$svc"; done
-      for svc in "${selected[@]}"; do service_op up "$svc"; done
+      for svc in "${starting[@]}"; do service_op up "$svc"; done
       ;;
   esac
 }

@@ -230,3 +230,18 @@ async def test_worker_logs_carry_the_correlation_id_of_the_original_request(
     assert line["process"] == "decision-worker"
     for name, process in pipeline.processes.items():
         assert "ABCDE1234F" not in process.log(), name
+
+
+def test_every_process_stops_cleanly_on_sigterm(pipeline: Pipeline) -> None:
+    for name, process in pipeline.processes.items():
+        code = process.terminate()
+        if name in ("command-api", "query-api"):
+            # uvicorn shuts down gracefully, then re-raises the signal it received.
+            assert code in (0, -15), process.describe()
+            assert "Application shutdown complete" in process.log(), name
+        else:
+            assert code == 0, process.describe()
+    for name in ("query-projector", "decision-worker"):
+        assert '"event":"consumer.stopped"' in pipeline.processes[name].log(), name
+    assert '"event":"credit_worker.stopped"' in pipeline.processes["credit-worker"].log()
+    assert '"event":"relay.stopped"' in pipeline.processes["outbox-relay"].log()
