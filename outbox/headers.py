@@ -9,6 +9,8 @@ EVENT_TYPE = "event_type"
 CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
 TRACEPARENT = "traceparent"
+#: The outbox row a message came from: lets the CDC confirmer mark exactly that row.
+OUTBOX_ROW_ID = "outbox_row_id"
 
 
 def event_headers(
@@ -17,6 +19,7 @@ def event_headers(
     correlation_id: str | None,
     causation_id: str | None,
     traceparent: str | None,
+    outbox_row_id: object | None = None,
 ) -> Headers:
     """The event's identity and tracing as headers; absent values are left out."""
     values = {
@@ -25,6 +28,7 @@ def event_headers(
         CORRELATION_ID: correlation_id,
         CAUSATION_ID: causation_id,
         TRACEPARENT: traceparent,
+        OUTBOX_ROW_ID: None if outbox_row_id is None else str(outbox_row_id),
     }
     return [(name, value.encode()) for name, value in values.items() if value is not None]
 

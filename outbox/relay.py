@@ -41,14 +41,36 @@ _CLAIM = """
     SELECT id, topic, aggregateid, payload::text AS payload, event_id, type,
            correlation_id, causation_id, traceparent
       FROM outbox
-     WHERE published_at IS NULL
+     WHERE published_at IS NULL AND seq <= %s
      ORDER BY seq
      LIMIT %s
        FOR UPDATE SKIP LOCKED
 """
+MAX_SEQ = 2**63 - 1
 _MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)"
 
 _log = get_logger(__name__)
+
+
+def acquire_leadership(
+    control: psycopg.Connection, stop: threading.Event, instance: str, retry_s: float
+) -> bool:
+    """Take the relay's advisory lock on ``control``, waiting as a standby while it is held.
+
+    Whoever holds it is the one active relay (polling or CDC confirmer); it is released
+    when that connection closes, however the process ends.
+    """
+    announced = False
+    while not stop.is_set():
+        row = control.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_ID,)).fetchone()
+        if row and row[0]:
+            _log.info("relay.active", instance=instance)
+            return True
+        if not announced:
+            _log.info("relay.standby", instance=instance)
+            announced = True
+        stop.wait(retry_s)
+    return False
 
 
 class DeliveryFailed(Exception):
@@ -96,7 +118,12 @@ class OutboxRow:
     def headers(self) -> Headers:
         """Kafka headers: the event's identity and tracing, identical for both relays."""
         return event_headers(
-            self.event_id, self.type, self.correlation_id, self.causation_id, self.traceparent
+            self.event_id,
+            self.type,
+            self.correlation_id,
+            self.causation_id,
+            self.traceparent,
+            outbox_row_id=self.id,
         )
 
 
@@ -124,6 +151,8 @@ class PollingRelay:
                 with connect(self._settings, self.instance, autocommit=True) as control:
                     if not self._acquire_leadership(control, stop):
                         continue
+                    # Polling is active: a later switch to CDC is a new hand-over.
+                    control.execute("DELETE FROM relay_handover")
                     control.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     with connect(self._settings, self.instance) as work:
                         self._lead(control, work, stop, backoff)
@@ -134,17 +163,9 @@ class PollingRelay:
         _log.info("relay.stopped", instance=self.instance)
 
     def _acquire_leadership(self, control: psycopg.Connection, stop: threading.Event) -> bool:
-        announced = False
-        while not stop.is_set():
-            row = control.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_ID,)).fetchone()
-            if row and row[0]:
-                _log.info("relay.active", instance=self.instance)
-                return True
-            if not announced:
-                _log.info("relay.standby", instance=self.instance)
-                announced = True
-            stop.wait(self._settings.relay_standby_retry_s)
-        return False
+        return acquire_leadership(
+            control, stop, self.instance, self._settings.relay_standby_retry_s
+        )
 
     def _lead(
         self,
@@ -175,22 +196,28 @@ class PollingRelay:
             for _ in control.notifies(timeout=min(remaining, 0.25), stop_after=1):
                 return
 
-    def drain(self, work: psycopg.Connection, stop: threading.Event | None = None) -> int:
-        """Publish batches until the outbox has no unpublished row; return how many."""
+    def drain(
+        self,
+        work: psycopg.Connection,
+        stop: threading.Event | None = None,
+        up_to_seq: int = MAX_SEQ,
+    ) -> int:
+        """Publish batches until no unpublished row (up to ``up_to_seq``) is left."""
         total = 0
         while stop is None or not stop.is_set():
-            published = self.publish_batch(work)
+            published = self.publish_batch(work, up_to_seq)
             total += published
             if published < self._settings.relay_batch_size:
                 break
         return total
 
-    def publish_batch(self, work: psycopg.Connection) -> int:
+    def publish_batch(self, work: psycopg.Connection, up_to_seq: int = MAX_SEQ) -> int:
         """Claim, produce and mark one batch in one transaction; return its size."""
         self._ensure_topics()
         with work.transaction():
             with work.cursor(row_factory=psycopg.rows.class_row(OutboxRow)) as cur:
-                rows = cur.execute(_CLAIM, (self._settings.relay_batch_size,)).fetchall()
+                claim = (up_to_seq, self._settings.relay_batch_size)
+                rows = cur.execute(_CLAIM, claim).fetchall()
             if not rows:
                 return 0
             started = time.perf_counter()

@@ -1,26 +1,37 @@
-"""``outbox-relay``: the polling relay's composition root."""
+"""``outbox-relay``: the relay process's composition root, for either relay.
+
+``PREQUAL_RELAY=polling`` (default) publishes the outbox itself; ``debezium`` leaves the
+publishing to Kafka Connect and runs the hand-over catch-up and the delivery confirmer.
+"""
 
 from __future__ import annotations
 
+from outbox.cdc import CdcRelay, connector_check
 from outbox.relay import PollingRelay
 from runtime.health import database_check
 from runtime.kafka import kafka_check
 from runtime.logging import configure_logging
-from runtime.observability import ObservabilityServer
+from runtime.observability import Check, ObservabilityServer
 from runtime.process import stop_on_signals
-from runtime.settings import Settings
+from runtime.settings import RelayKind, Settings
 
 
 def main() -> None:
     """Console script entry point: relay until SIGTERM or SIGINT."""
     settings = Settings()
     configure_logging(settings.log_level, "outbox-relay")
-    server = ObservabilityServer(
-        settings.http_host,
-        settings.relay_metrics_port,
-        {"database": database_check(settings), "kafka": kafka_check(settings)},
-    ).start()
+    checks: dict[str, Check] = {
+        "database": database_check(settings),
+        "kafka": kafka_check(settings),
+    }
+    relay: PollingRelay | CdcRelay
+    if settings.relay is RelayKind.DEBEZIUM:
+        checks["debezium"] = connector_check(settings)
+        relay = CdcRelay(settings)
+    else:
+        relay = PollingRelay(settings)
+    server = ObservabilityServer(settings.http_host, settings.relay_metrics_port, checks).start()
     try:
-        PollingRelay(settings).run(stop_on_signals())
+        relay.run(stop_on_signals())
     finally:
         server.stop()

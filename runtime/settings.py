@@ -122,6 +122,21 @@ class Settings(BaseSettings):
         8004, description="Port of the projector's /health and /metrics."
     )
 
+    # --- Debezium (PREQUAL_RELAY=debezium) --------------------------------------------
+    connect_url: str = Field(
+        "http://127.0.0.1:8083", description="Kafka Connect REST API, for status and health."
+    )
+    debezium_connector: str = Field(
+        "prequal-outbox", description="Name of the Debezium outbox connector."
+    )
+    debezium_slot: str = Field(
+        "prequal_outbox", description="Replication slot the Debezium connector reads."
+    )
+    group_confirmer: str = Field(
+        "outbox-confirmer",
+        description="Consumer group that marks CDC-delivered outbox rows as published.",
+    )
+
     # --- HTTP -------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Interface the HTTP services bind.")
     command_api_port: PositiveInt = Field(8000, description="Port of the command API.")
@@ -136,6 +151,11 @@ class Settings(BaseSettings):
 
     # --- Logging ----------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level of every process.")
+
+    @property
+    def outbox_topics(self) -> list[str]:
+        """The topics outbox rows are routed to (what the CDC confirmer reads)."""
+        return [self.topic_submitted, self.topic_decisions]
 
     @property
     def sqlalchemy_url(self) -> str:

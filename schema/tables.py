@@ -123,3 +123,12 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+relay_handover = Table(
+    "relay_handover",
+    metadata,
+    Column("slot_name", Text, primary_key=True),
+    Column("up_to_seq", BigInteger, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+)

@@ -30,6 +30,7 @@ TABLES = (
     "inbox",
     "application_status",
     "idempotency_keys",
+    "relay_handover",
 )
 
 

@@ -85,6 +85,7 @@ def test_a_row_becomes_a_message_keyed_by_its_aggregate_with_identity_headers() 
         "event_type": b"LoanApplicationSubmitted",
         "correlation_id": b"corr",
         "traceparent": b"00-abc-def-01",
+        "outbox_row_id": str(row.id).encode(),
     }
 
 

@@ -1,0 +1,81 @@
+"""``prequal-ops outbox status``: the outbox at a glance, for people and for scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+
+from outbox.status import outbox_status
+from runtime.settings import Settings
+from tests.support.outbox import insert_many, relay_thread
+from tests.support.processes import settings_env, wait_until
+
+
+def _ops(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["prequal-ops", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_status_counts_pending_rows_and_their_age(
+    settings: Settings, db: psycopg.Connection
+) -> None:
+    insert_many(settings, 3)
+    db.execute("UPDATE outbox SET occurred_at = now() - interval '90 seconds'")
+
+    status = outbox_status(db, settings.debezium_slot)
+
+    assert status.pending == 3
+    assert status.oldest_pending_age_s is not None
+    assert 89 <= status.oldest_pending_age_s < 120
+    assert status.active_relay is None
+    assert status.slot is None
+
+
+def test_status_names_the_active_relay_and_counts_recent_publications(
+    settings: Settings, db: psycopg.Connection
+) -> None:
+    insert_many(settings, 4)
+    with relay_thread(settings) as relay:
+        wait_until(lambda: outbox_status(db, settings.debezium_slot).pending == 0, 15)
+        status = outbox_status(db, settings.debezium_slot)
+
+    assert status.active_relay == relay.instance
+    assert status.published_last_minute == 4
+    assert status.oldest_pending_age_s is None
+
+
+def test_the_status_command_prints_json_for_scripts(settings: Settings) -> None:
+    insert_many(settings, 2)
+
+    result = _ops(settings, "outbox", "status", "--json")
+
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["pending"] == 2
+    assert body["relay"] == "polling"
+    assert body["slot"] is None
+
+
+def test_the_status_command_prints_a_table_for_people(settings: Settings) -> None:
+    result = _ops(settings, "outbox", "status")
+
+    assert result.returncode == 0, result.stderr
+    assert "pending" in result.stdout
+    assert "absent" in result.stdout
+
+
+def test_an_unreachable_database_is_exit_code_1_with_a_clear_message(settings: Settings) -> None:
+    from tests.support.processes import free_port
+
+    result = _ops(settings.model_copy(update={"pg_port": free_port()}), "outbox", "status")
+
+    assert result.returncode == 1
+    assert "database not reachable" in result.stderr
