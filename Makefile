@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 POETRY ?= poetry
 RUN := $(POETRY) run
-PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decision_worker
+PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decision_worker bench
 
 # Settings in .env reach infra/local.sh too, not only the Python processes.
 -include .env

@@ -426,6 +426,13 @@ pg_down() {
     return 0
   fi
   if PG_BIN=$(find_pg_bindir); then
+    # A fast shutdown waits for each walsender until its client confirms the last WAL;
+    # Debezium confirms only positions of captured (outbox) changes, so with a Connect
+    # worker attached the stop would take 10 s or more. Disconnect them first: Debezium
+    # treats it as a retriable error and reconnects once the server is back.
+    as_pg "$PG_BIN/psql" -X -q -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres -c \
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'" \
+      >/dev/null 2>>"$PG_LOG" 9>&- || true
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t "$STOP_TIMEOUT" stop \
       >/dev/null 2>>"$PG_LOG" 9>&- ||
       as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>>"$PG_LOG" 9>&- ||
@@ -722,6 +729,19 @@ connect_rest() { # PORT PATH [curl args...] - prints the body, fails on no answe
   curl -sS --max-time 5 "$@" "http://127.0.0.1:$port$path" 2>/dev/null
 }
 
+# The filtered publication needs the table: without it the task fails with "No table
+# filters found for filtered publication", which says little about the cause.
+connect_check_outbox() {
+  local out
+  PG_BIN=$(find_pg_bindir) || die "postgres: no PostgreSQL binaries found"
+  out=$(PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -w -t -A \
+    -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
+    -c "SELECT to_regclass('public.outbox') IS NOT NULL" 2>&1) ||
+    die "connect: cannot query database $PG_DATABASE on $PG_HOST:$PG_PORT: $out"
+  [[ $out == t ]] ||
+    die "connect: database $PG_DATABASE has no table public.outbox yet; migrate it first (make migrate)"
+}
+
 connect_resolve_libs() {
   mvn_resolve_libs connect "$CONNECT_POM" "$CONNECT_DIR" "$CONNECT_LIBS" "$CONNECT_STAMP" \
     "$CONNECT_LOG"
@@ -773,18 +793,31 @@ connect_start() {
   fail connect "launching the Connect worker (no pid file)" "$CONNECT_LOG"
 }
 
+# Like fail, but first stops the worker (when PID is given) and prints the errors logged
+# since its start: the tail alone would show only the shutdown that follows them.
+connect_fail() { # STEP [PID]
+  local errors
+  errors=$(awk '/^===== .* start \(local\.sh\) =====$/ { buf = "" }
+    / ERROR |^Caused by: / { buf = buf "  ! " $0 "\n" } END { printf "%s", buf }' "$CONNECT_LOG" 2>/dev/null |
+    tail -n 15) || errors=
+  if [[ -n ${2:-} ]]; then group_kill connect "$2" "$CONNECT_PID"; fi
+  if [[ -n $errors ]]; then
+    printf 'connect: errors logged since the worker started:\n%s\n' "$errors" >&2
+  fi
+  fail connect "$1" "$CONNECT_LOG"
+}
+
 # Ready means the connector and its task are RUNNING: only then is the slot (and the
 # publication) created and changes are being streamed.
 connect_wait_ready() { # PID DEADLINE_SECONDS
-  local pid=$1 deadline=$2 json summary rc
+  local pid=$1 deadline=$2 json summary rc stable=0
   until port_open 127.0.0.1 "$CONNECT_PORT"; do
     if ! proc_alive "$pid"; then
       rm -f -- "$CONNECT_PID"
-      fail connect "worker start-up (process $pid exited)" "$CONNECT_LOG"
+      connect_fail "worker start-up (process $pid exited)"
     fi
     if ((SECONDS >= deadline)); then
-      group_kill connect "$pid" "$CONNECT_PID"
-      fail connect "waiting for port 127.0.0.1:$CONNECT_PORT (${CONNECT_TIMEOUT}s)" "$CONNECT_LOG"
+      connect_fail "waiting for port 127.0.0.1:$CONNECT_PORT (${CONNECT_TIMEOUT}s)" "$pid"
     fi
     sleep 0.25
   done
@@ -792,19 +825,26 @@ connect_wait_ready() { # PID DEADLINE_SECONDS
     json=$(connect_rest "$CONNECT_PORT" "/connectors/$CONNECTOR_NAME/status") || json=
     rc=0
     summary=$(prequal_connector_state "$json") || rc=$?
-    ((rc != 0)) || return 0
+    # RUNNING is reported before the task has read anything; a task that cannot process
+    # what waits in the slot (or cannot reach the database) fails within a second or so,
+    # so RUNNING must hold for a second before we call it ready.
+    if ((rc == 0)); then
+      ((stable == 0)) || return 0
+      stable=1
+      sleep 1
+      continue
+    fi
+    stable=0
     if ((rc == 1)); then
-      group_kill connect "$pid" "$CONNECT_PID"
-      fail connect "connector $CONNECTOR_NAME ($summary)" "$CONNECT_LOG"
+      connect_fail "connector $CONNECTOR_NAME ($summary)" "$pid"
     fi
     if ! proc_alive "$pid"; then
       rm -f -- "$CONNECT_PID"
-      fail connect "worker start-up (process $pid exited)" "$CONNECT_LOG"
+      connect_fail "worker start-up (process $pid exited)"
     fi
     if ((SECONDS >= deadline)); then
-      group_kill connect "$pid" "$CONNECT_PID"
-      fail connect "waiting for connector $CONNECTOR_NAME to run (${CONNECT_TIMEOUT}s; $summary)" \
-        "$CONNECT_LOG"
+      connect_fail "waiting for connector $CONNECTOR_NAME to run (${CONNECT_TIMEOUT}s; $summary)" \
+        "$pid"
     fi
     sleep 0.25
   done
@@ -836,6 +876,7 @@ connect_up() {
     if port_open 127.0.0.1 "$CONNECT_PORT"; then
       die "connect: port 127.0.0.1:$CONNECT_PORT is already in use by another process"
     fi
+    connect_check_outbox
     mkdir -p -- "$CONNECT_DIR" "$LOG_DIR" "$RUN_DIR"
     touch -- "$CONNECT_LOG"
     connect_resolve_libs
@@ -876,9 +917,11 @@ connect_status() {
 }
 
 # Forgets the CDC position: the slot (which pins WAL while it exists), the publication
-# and the worker's offsets, which only make sense together with that slot.
+# and the worker's offsets, which only make sense together with that slot. Slot names are
+# cluster-wide, so the slot goes whichever database it was made in; the publication is
+# dropped in PREQUAL_PG_DATABASE.
 drop_slot() {
-  local pid out i
+  local pid out i slot_db pub_count slot_msg pub_msg
   if pid=$(connect_pid); then
     die "connect is running (pid $pid) and uses slot $DEBEZIUM_SLOT; stop it first: $0 down connect"
   fi
@@ -890,8 +933,9 @@ drop_slot() {
       -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
       -v slot="$DEBEZIUM_SLOT" -v pub="$DEBEZIUM_PUBLICATION" -f - 2>&1 <<'SQL'
 SET client_min_messages = warning;
-SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
- WHERE slot_name = :'slot';
+SELECT coalesce((SELECT database FROM pg_replication_slots WHERE slot_name = :'slot'), '')
+    || '|' || (SELECT count(*) FROM pg_publication WHERE pubname = :'pub');
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = :'slot';
 DROP PUBLICATION IF EXISTS :"pub";
 SQL
     ); then
@@ -905,11 +949,20 @@ SQL
     die "drop-slot: $out"
   done
   rm -f -- "$CONNECT_OFFSETS"
-  if [[ $out == 1 ]]; then
-    info "drop-slot: dropped replication slot $DEBEZIUM_SLOT, publication $DEBEZIUM_PUBLICATION (database $PG_DATABASE) and Connect's offsets"
+  out=${out%%$'\n'*}
+  slot_db=${out%%|*}
+  pub_count=${out##*|}
+  if [[ -n $slot_db ]]; then
+    slot_msg="dropped replication slot $DEBEZIUM_SLOT (database $slot_db)"
   else
-    info "drop-slot: no replication slot $DEBEZIUM_SLOT; dropped publication $DEBEZIUM_PUBLICATION (if any, database $PG_DATABASE) and Connect's offsets"
+    slot_msg="no replication slot $DEBEZIUM_SLOT"
   fi
+  if [[ $pub_count == 0 ]]; then
+    pub_msg="no publication $DEBEZIUM_PUBLICATION in database $PG_DATABASE"
+  else
+    pub_msg="dropped publication $DEBEZIUM_PUBLICATION (database $PG_DATABASE)"
+  fi
+  info "drop-slot: $slot_msg; $pub_msg; removed Connect's offsets"
 }
 
 # ------------------------------------------------------------------------- dispatch

@@ -30,6 +30,10 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
+        # The Java client's partitioner (murmur2), as Kafka Connect uses: a key lands on
+        # the same partition whichever relay produced it, so per-application order holds
+        # across a switch of relay. librdkafka's default (crc32-based) would not.
+        "partitioner": "murmur2_random",
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": settings.relay_delivery_timeout_ms,

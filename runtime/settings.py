@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     # --- Logging ----------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level of every process.")
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``PREQUAL_*`` variables, to hand to a child process."""
+        env = {}
+        for name, value in self.model_dump().items():
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"PREQUAL_{name.upper()}"] = str(
+                plain.value if isinstance(plain, StrEnum) else plain
+            )
+        return env
+
     @property
     def outbox_topics(self) -> list[str]:
         """The topics outbox rows are routed to (what the CDC confirmer reads)."""

@@ -49,10 +49,13 @@ config=${config%\}*}
   die "outbox-connector.json must end with a \"config\": {...} object"
 
 deadline=$((SECONDS + WAIT_S))
-until curl -fsS -o /dev/null --max-time 5 "$URL/connectors"; do
-  ((SECONDS < deadline)) || die "no Kafka Connect REST API at $URL after ${WAIT_S}s"
-  sleep 1
-done
+if ! curl -fs -o /dev/null --max-time 5 "$URL/connectors"; then
+  printf 'register.sh: waiting up to %ss for Kafka Connect at %s\n' "$WAIT_S" "$URL"
+  until curl -fs -o /dev/null --max-time 5 "$URL/connectors"; do
+    ((SECONDS < deadline)) || die "no Kafka Connect REST API at $URL after ${WAIT_S}s"
+    sleep 1
+  done
+fi
 
 out=$(curl -sS --max-time 60 -w '\n%{http_code}' -X PUT -H 'Content-Type: application/json' \
   --data-binary @- "$URL/connectors/$name/config" <<<"$config") ||

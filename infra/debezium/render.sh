@@ -16,6 +16,9 @@
 #
 # Values are escaped for the target: JSON string escaping for *.json, backslashes doubled
 # for anything else (Java properties). Needs only bash.
+#
+# Sourced by infra/local.sh and infra/debezium/register.sh, which also share the two
+# small helpers below it: prequal_connector_name and prequal_connector_state.
 
 _prequal_render_defaults() {
   local root

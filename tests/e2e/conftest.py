@@ -24,7 +24,9 @@ class RunningSystem:
 @pytest.fixture
 def system(settings: Settings, spawn: Spawn) -> RunningSystem:
     """command-api and outbox-relay running against the test database and topics."""
-    settings = settings.model_copy(update={"command_api_port": free_port()})
+    settings = settings.model_copy(
+        update={"command_api_port": free_port(), "relay_metrics_port": free_port()}
+    )
     command_api = spawn("command-api", settings)
     relay = spawn("outbox-relay", settings)
     url = f"http://{settings.http_host}:{settings.command_api_port}"

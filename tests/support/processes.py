@@ -20,10 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process read exactly ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREQUAL_")}
-    for name, value in settings.model_dump().items():
-        plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[f"PREQUAL_{name.upper()}"] = str(plain.value if hasattr(plain, "value") else plain)
-    return env
+    return {**env, **settings.as_environment()}
 
 
 def free_port() -> int:

@@ -1,0 +1,1 @@
+"""prequal's benchmarks: whole-system measurements, never timed assertions in tests."""

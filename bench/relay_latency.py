@@ -1,0 +1,216 @@
+"""Commit → readable-in-Kafka latency of both relays, at the same rate, in one run.
+
+For each relay this inserts outbox rows one transaction at a time on an open-loop
+schedule (each send at its planned time, whatever the previous one took), notes the
+moment each COMMIT returned, and reads the topic with a ``read_committed`` consumer in
+the same process, noting when each event became readable. Both clocks are this
+process's, so the difference is the relay's latency as a client would see it.
+
+Usage: ``python -m bench.relay_latency [--rate 200] [--seconds 15] [--out FILE.json]``.
+Needs the local servers (``make infra-up``); starts and stops Kafka Connect itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer
+from psycopg import sql
+
+from outbox.append import OutboxMessage, append_sync
+from outbox.headers import EVENT_ID, header_value
+from runtime.kafka import ensure_topics
+from runtime.settings import RelayKind, Settings
+from schema.events import LoanApplicationSubmittedV1, LoanType, SubmittedEvent
+from schema.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+DATABASE = "prequal_bench"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarise(latencies_ms: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max/mean of a list of latencies in milliseconds."""
+    return {
+        "count": len(latencies_ms),
+        "p50_ms": round(_percentile(latencies_ms, 50), 2),
+        "p95_ms": round(_percentile(latencies_ms, 95), 2),
+        "p99_ms": round(_percentile(latencies_ms, 99), 2),
+        "max_ms": round(max(latencies_ms), 2),
+        "mean_ms": round(statistics.fmean(latencies_ms), 2),
+    }
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREQUAL_")}
+    return {**base, **settings.as_environment()}
+
+
+def _event(settings: Settings) -> OutboxMessage:
+    application_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    event = SubmittedEvent(
+        event_id=uuid.uuid4(),
+        occurred_at=now,
+        aggregate_id=application_id,
+        correlation_id="bench",
+        causation_id="bench",
+        data=LoanApplicationSubmittedV1(
+            application_id=application_id,
+            pan_number="KLMNO1234P",
+            applicant_name="Bench",
+            monthly_income_inr=Decimal("75000.00"),
+            loan_amount_inr=Decimal("500000.00"),
+            loan_type=LoanType.PERSONAL,
+            submitted_at=now,
+        ),
+    )
+    return OutboxMessage(event, settings.topic_submitted)
+
+
+def _fresh_database(admin: Settings) -> Settings:
+    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    settings = admin.model_copy(update={"pg_database": DATABASE})
+    upgrade(settings.sqlalchemy_url)
+    return settings
+
+
+class _Reader(threading.Thread):
+    """Reads a topic and notes when each event id became readable."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"bench-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self._consumer.subscribe([topic], on_assign=lambda *_: self.ready.set())
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            message = self._consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                continue
+            event_id = header_value(message.headers(), EVENT_ID)
+            if event_id and event_id not in self.seen:
+                self.seen[event_id] = time.time()
+        self._consumer.close()
+
+
+def _drive(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
+    """Insert rows at ``rate`` per second; return commit time by event id."""
+    committed: dict[str, float] = {}
+    total = int(rate * seconds)
+    with psycopg.connect(settings.psycopg_conninfo) as conn:
+        start = time.perf_counter() + 0.5
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            message = _event(settings)
+            with conn.transaction():
+                append_sync(conn, message)
+            committed[str(message.envelope.event_id)] = time.time()
+    return committed
+
+
+def measure(settings: Settings, relay: RelayKind, rate: float, seconds: float) -> dict[str, Any]:
+    """Start ``relay``, drive load, and return its latency summary."""
+    topic = f"bench_{relay.value}_{uuid.uuid4().hex[:8]}"
+    settings = settings.model_copy(update={"topic_submitted": topic, "relay": relay})
+    ensure_topics(settings, [topic, settings.topic_decisions])
+    env = _env(settings)
+    processes: list[subprocess.Popen[bytes]] = []
+    log = open(ROOT / ".infra" / "logs" / f"bench-{relay.value}.log", "wb")  # noqa: SIM115
+    try:
+        if relay is RelayKind.DEBEZIUM:
+            subprocess.run([str(ROOT / "infra/local.sh"), "up", "connect"], env=env, check=True)
+        processes.append(
+            subprocess.Popen(
+                ["outbox-relay"], env=env, stdout=log, stderr=log, start_new_session=True
+            )
+        )
+        reader = _Reader(settings, topic)
+        reader.start()
+        reader.ready.wait(30)
+        time.sleep(2)  # the relay takes its lock, the CDC catch-up finishes
+        committed = _drive(settings, rate, seconds)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(reader.seen) < len(committed):
+            time.sleep(0.1)
+        reader.stop.set()
+        reader.join(10)
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+        if relay is RelayKind.DEBEZIUM:
+            subprocess.run([str(ROOT / "infra/local.sh"), "down", "connect"], env=env, check=True)
+            subprocess.run([str(ROOT / "infra/local.sh"), "drop-slot"], env=env, check=True)
+        log.close()
+    latencies = [
+        (reader.seen[event_id] - at) * 1000
+        for event_id, at in committed.items()
+        if event_id in reader.seen
+    ]
+    return {
+        "relay": relay.value,
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "lost": len(committed) - len(latencies),
+        **summarise(latencies),
+    }
+
+
+def main() -> None:
+    """Measure both relays at the same rate and print (and optionally save) the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    settings = _fresh_database(Settings())
+    results = [
+        measure(settings, relay, args.rate, args.seconds)
+        for relay in (RelayKind.POLLING, RelayKind.DEBEZIUM)
+    ]
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
