@@ -9,7 +9,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ install: ## Install the Python environment (Poetry) and the git pre-commit hook
 infra-up: ## Start local PostgreSQL and Kafka (reuses running ones)
 	infra/local.sh up
 
-infra-down: ## Stop the local servers
+infra-down: ## Stop the local servers (Kafka Connect too, if it runs)
 	infra/local.sh down
 
 infra-status: ## Show whether the local servers run
@@ -37,6 +37,8 @@ migrate: .venv/.installed ## Apply the database migrations
 	$(RUN) prequal-migrate upgrade head
 
 run: .venv/.installed infra-up migrate ## Run the whole system in the foreground (Ctrl-C stops it)
+	$(RUN) prequal-ops topics create
+	@if [ "$${PREQUAL_RELAY:-polling}" = debezium ]; then infra/local.sh up connect; fi
 	$(RUN) infra/run.sh
 
 run-local: run ## Same as run (the original design's name)
@@ -65,6 +67,12 @@ schemas: .venv/.installed ## Regenerate the checked-in event JSON Schemas (schem
 
 docs: .venv/.installed ## Regenerate the README's configuration table from Settings
 	$(RUN) python -c 'from runtime.settings import write_settings_table; write_settings_table("README.md")'
+
+drop-slot: ## Drop the Debezium replication slot and publication (Kafka Connect must be stopped)
+	infra/local.sh drop-slot
+
+bench-relay: .venv/.installed infra-up migrate ## Commit-to-Kafka latency of both relays at one rate
+	$(RUN) python -m bench.relay_latency --rate 200 --seconds 15 --out bench/results/relay_latency.json
 
 clean: ## Remove caches and coverage data (not the servers' data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -164,10 +164,14 @@ def measure(settings: Settings, relay: RelayKind, rate: float, seconds: float) -
         reader = _Reader(settings, topic)
         reader.start()
         reader.ready.wait(30)
-        time.sleep(2)  # the relay takes its lock, the CDC catch-up finishes
+        # Warm-up, not measured: the relay connects its producer, Connect its task.
+        warm = _drive(settings, rate, 1.0)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(warm) <= set(reader.seen):
+            time.sleep(0.1)
         committed = _drive(settings, rate, seconds)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(reader.seen) < len(committed):
+        while time.monotonic() < deadline and not set(committed) <= set(reader.seen):
             time.sleep(0.1)
         reader.stop.set()
         reader.join(10)

@@ -10,16 +10,20 @@ from typing import Annotated
 import orjson
 import psycopg
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
 from outbox.status import outbox_status
 from runtime.db import connect
+from runtime.kafka import all_topics, ensure_topics
 from runtime.settings import Settings
 
 app = typer.Typer(help="Operate prequal: the outbox and its relays.", no_args_is_help=True)
 outbox_app = typer.Typer(help="The transactional outbox.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 _UNREACHABLE = 1
@@ -53,6 +57,18 @@ def status(as_json: JsonFlag = False) -> None:
         table.add_row("CDC slot", f"{slot.name}: {'active' if slot.active else 'INACTIVE'}")
         table.add_row("slot retained WAL", f"{slot.retained_wal_bytes:,} bytes")
     Console().print(table)
+
+
+@topics_app.command("create")
+def create_topics() -> None:
+    """Create prequal's topics that do not exist yet (partitions and retention from settings)."""
+    settings = Settings()
+    try:
+        ensure_topics(settings)
+    except KafkaException as error:
+        typer.echo(f"Kafka not reachable: {error}", err=True)
+        raise typer.Exit(_UNREACHABLE) from error
+    typer.echo(", ".join(all_topics(settings)))
 
 
 def main() -> None:

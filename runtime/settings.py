@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     debezium_slot: str = Field(
         "prequal_outbox", description="Replication slot the Debezium connector reads."
     )
+    debezium_publication: str = Field(
+        "prequal_outbox_pub", description="Publication (outbox table only) the slot decodes."
+    )
     group_confirmer: str = Field(
         "outbox-confirmer",
         description="Consumer group that marks CDC-delivered outbox rows as published.",

@@ -49,11 +49,6 @@ def servers() -> Iterator[None]:
 def base_settings(servers: None) -> Settings:
     """Settings pointing at a freshly created, migrated test database."""
     admin = Settings()
-    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
     settings = Settings(
         pg_database=TEST_DATABASE,
         kafka_session_timeout_ms=6000,
@@ -61,7 +56,22 @@ def base_settings(servers: None) -> Settings:
         relay_poll_interval_s=0.5,
         relay_standby_retry_s=0.5,
         relay_delivery_timeout_ms=5000,
+        debezium_slot="prequal_test_outbox",
+        debezium_publication="prequal_test_outbox_pub",
     )
+    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DATABASE,)
+        ).fetchone()
+    if exists:
+        # A slot left on the test database by an interrupted run blocks DROP DATABASE.
+        local("down", "connect", settings=settings)
+        local("drop-slot", settings=settings)
+    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
     upgrade(settings.sqlalchemy_url)
     return settings
 
@@ -78,6 +88,7 @@ def isolated_topics(settings: Settings) -> Settings:
             "group_credit_worker": prefix + "credit-worker",
             "group_decision_worker": prefix + "decision-worker",
             "group_projector": prefix + "query-projector",
+            "group_confirmer": prefix + "outbox-confirmer",
             "instance_id": prefix + "0",
         }
     )

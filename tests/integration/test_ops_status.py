@@ -79,3 +79,23 @@ def test_an_unreachable_database_is_exit_code_1_with_a_clear_message(settings: S
 
     assert result.returncode == 1
     assert "database not reachable" in result.stderr
+
+
+def test_topics_create_makes_every_topic_with_the_configured_partitions(
+    settings: Settings,
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    result = _ops(settings, "topics", "create")
+
+    assert result.returncode == 0, result.stderr
+    metadata = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(
+        timeout=10
+    )
+    for topic in (
+        settings.topic_submitted,
+        settings.topic_credit_reports,
+        settings.topic_decisions,
+        settings.topic_dlq,
+    ):
+        assert len(metadata.topics[topic].partitions) == settings.topic_partitions

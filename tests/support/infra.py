@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SH = ROOT / "infra" / "local.sh"
 
 
-def local(*args: str, timeout: float = 300) -> str:
-    """Run ``infra/local.sh ARGS`` and return its output; raise with the output on failure."""
+def local(*args: str, timeout: float = 300, settings: Settings | None = None) -> str:
+    """Run ``infra/local.sh ARGS`` and return its output; raise with the output on failure.
+
+    With ``settings``, the script sees them as its ``PREQUAL_*`` environment (the test
+    database, slot and publication, for the Connect service).
+    """
+    # Infra-only variables (PREQUAL_KAFKA_PORT, PREQUAL_INFRA_DIR, ...) stay as they are.
+    env = {**os.environ, **(settings.as_environment() if settings is not None else {})}
     result = subprocess.run(
         [str(LOCAL_SH), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(
@@ -30,3 +43,31 @@ def running_services() -> set[str]:
     """Which of postgres and kafka run now."""
     status = local("status")
     return {line.split(":", 1)[0].strip() for line in status.splitlines() if ": running" in line}
+
+
+@contextmanager
+def connect_running(settings: Settings) -> Iterator[None]:
+    """Kafka Connect with the Debezium outbox connector on ``settings``' database.
+
+    Restarted with the test's settings if it was already running; stopped at the end,
+    and its replication slot dropped (a leftover slot pins WAL and blocks DROP DATABASE).
+    """
+    local("down", "connect", settings=settings)
+    local("up", "connect", settings=settings)
+    try:
+        yield
+    finally:
+        local("down", "connect", settings=settings)
+        drop_slot(settings)
+
+
+def drop_slot(settings: Settings, attempts: int = 3) -> None:
+    """Drop the test's replication slot, waiting out a walsender that lingers after Connect."""
+    for attempt in range(attempts):
+        try:
+            local("drop-slot", settings=settings)
+            return
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)
