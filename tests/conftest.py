@@ -22,7 +22,8 @@ from schema.migrate import upgrade
 from tests.support.infra import local, running_services
 from tests.support.processes import Process
 
-TEST_DATABASE = "prequal_test"
+# Overridable so that two suites can share one server without dropping each other's data.
+TEST_DATABASE = os.environ.get("PREQUAL_TEST_DATABASE", "prequal_test")
 TABLES = (
     "applications",
     "outbox",
@@ -56,8 +57,8 @@ def base_settings(servers: None) -> Settings:
         relay_poll_interval_s=0.5,
         relay_standby_retry_s=0.5,
         relay_delivery_timeout_ms=5000,
-        debezium_slot="prequal_test_outbox",
-        debezium_publication="prequal_test_outbox_pub",
+        debezium_slot=f"{TEST_DATABASE}_outbox",
+        debezium_publication=f"{TEST_DATABASE}_outbox_pub",
     )
     with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
         exists = conn.execute(
