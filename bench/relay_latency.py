@@ -21,8 +21,6 @@ import subprocess
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +32,8 @@ from outbox.append import OutboxMessage, append_sync
 from outbox.headers import EVENT_ID, header_value
 from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
-from schema.events import LoanApplicationSubmittedV1, LoanType, SubmittedEvent
 from schema.migrate import upgrade
+from tests.support.events import submitted_event
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "prequal_bench"
@@ -65,25 +63,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _event(settings: Settings) -> OutboxMessage:
-    application_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    event = SubmittedEvent(
-        event_id=uuid.uuid4(),
-        occurred_at=now,
-        aggregate_id=application_id,
-        correlation_id="bench",
-        causation_id="bench",
-        data=LoanApplicationSubmittedV1(
-            application_id=application_id,
-            pan_number="KLMNO1234P",
-            applicant_name="Bench",
-            monthly_income_inr=Decimal("75000.00"),
-            loan_amount_inr=Decimal("500000.00"),
-            loan_type=LoanType.PERSONAL,
-            submitted_at=now,
-        ),
-    )
-    return OutboxMessage(event, settings.topic_submitted)
+    return OutboxMessage(submitted_event(correlation_id="bench"), settings.topic_submitted)
 
 
 def _fresh_database(admin: Settings) -> Settings:

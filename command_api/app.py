@@ -12,8 +12,12 @@ from fastapi import Depends, FastAPI, Header, Request, Response, status
 from command_api.models import ApplicationAccepted, ApplicationRequest
 from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
 from runtime.db import create_engine
-from runtime.health import check_database
-from runtime.http import PROBLEM_CONTENT, install_error_handlers, install_observability
+from runtime.http import (
+    PROBLEM_CONTENT,
+    install_error_handlers,
+    install_health,
+    install_observability,
+)
 from runtime.settings import Settings
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -68,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine, settings.topic_submitted, timedelta(seconds=settings.idempotency_key_ttl_s)
     )
     install_observability(app, "command-api")
+    install_health(app, engine, settings.pg_connect_timeout_s, "commandApiHealth")
     install_error_handlers(app)
 
     @app.post(
@@ -91,15 +96,5 @@ def create_app(settings: Settings) -> FastAPI:
         if accepted.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return ApplicationAccepted(application_id=accepted.application_id)
-
-    @app.get(
-        "/health",
-        operation_id="commandApiHealth",
-        summary="200 when the database answers, 503 naming it when it does not.",
-        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
-    )
-    async def health() -> dict[str, Any]:
-        await check_database(engine, settings.pg_connect_timeout_s)
-        return {"status": "ok", "checks": {"database": "ok"}}
 
     return app

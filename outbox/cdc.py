@@ -140,11 +140,12 @@ class CdcRelay:
         """Set ``published_at`` on the rows ``batch`` came from; return how many changed."""
         ids = []
         for message in batch:
-            value = header_value(message.headers(), OUTBOX_ROW_ID)
             try:
-                ids.append(uuid.UUID(value or ""))
+                ids.append(uuid.UUID(header_value(message.headers(), OUTBOX_ROW_ID) or ""))
             except ValueError:
-                _log.warning("confirmer.no_row_id", topic=message.topic(), offset=message.offset())
+                continue  # not from an outbox row (e.g. produced before the header existed)
+        if len(ids) < len(batch):
+            _log.info("confirmer.messages_without_row_id", count=len(batch) - len(ids))
         with work.transaction():
             changed = work.execute(_CONFIRM, (ids,)).rowcount if ids else 0
         RELAY_PUBLISHED.inc(changed)

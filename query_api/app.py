@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Path, Request
@@ -14,8 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from query_api.models import ApplicationStatusResponse
 from runtime.db import create_engine, database_errors
 from runtime.errors import NotFound
-from runtime.health import check_database
-from runtime.http import PROBLEM_CONTENT, install_error_handlers, install_observability
+from runtime.http import (
+    PROBLEM_CONTENT,
+    install_error_handlers,
+    install_health,
+    install_observability,
+)
 from runtime.settings import Settings
 from schema.tables import application_status
 
@@ -54,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.engine = engine
     install_observability(app, "query-api")
+    install_health(app, engine, settings.pg_connect_timeout_s, "queryApiHealth")
     install_error_handlers(app)
 
     @app.get(
@@ -79,15 +84,5 @@ def create_app(settings: Settings) -> FastAPI:
         if row is None:
             raise NotFound(f"No application {application_id}.")
         return ApplicationStatusResponse.model_validate(row._mapping)
-
-    @app.get(
-        "/health",
-        operation_id="queryApiHealth",
-        summary="200 when the database answers, 503 naming it when it does not.",
-        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
-    )
-    async def health() -> dict[str, Any]:
-        await check_database(engine, settings.pg_connect_timeout_s)
-        return {"status": "ok", "checks": {"database": "ok"}}
 
     return app

@@ -19,10 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.errors import FieldError, ProblemError
+from runtime.health import check_database
 from runtime.logging import bind_correlation_id, clear_context, get_logger
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -251,6 +253,20 @@ def install_observability(app: FastAPI, service: str) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operation_id: str) -> None:
+    """``GET /health``: 200 when the database answers, a 503 problem naming it otherwise."""
+
+    @app.get(
+        "/health",
+        operation_id=operation_id,
+        summary="200 when the database answers, 503 naming it when it does not.",
+        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
+    )
+    async def health() -> dict[str, Any]:
+        await check_database(engine, timeout_s)
+        return {"status": "ok", "checks": {"database": "ok"}}
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

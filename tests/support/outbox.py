@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -15,30 +12,12 @@ from psycopg.types.json import Jsonb
 from outbox.append import OutboxMessage
 from outbox.relay import PollingRelay
 from runtime.settings import Settings
-from schema.events import LoanApplicationSubmittedV1, LoanType, SubmittedEvent
+from tests.support.events import submitted_event
 
 
 def submitted_message(settings: Settings, correlation_id: str = "corr-test") -> OutboxMessage:
-    """A LoanApplicationSubmitted event for a new application id."""
-    application_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    event = SubmittedEvent(
-        event_id=uuid.uuid4(),
-        occurred_at=now,
-        aggregate_id=application_id,
-        correlation_id=correlation_id,
-        causation_id=correlation_id,
-        data=LoanApplicationSubmittedV1(
-            application_id=application_id,
-            pan_number="ABCDE1234F",
-            applicant_name="Test Applicant",
-            monthly_income_inr=Decimal("75000.00"),
-            loan_amount_inr=Decimal("500000.00"),
-            loan_type=LoanType.PERSONAL,
-            submitted_at=now,
-        ),
-    )
-    return OutboxMessage(event, settings.topic_submitted, traceparent=None)
+    """A LoanApplicationSubmitted event for a new application id, bound for its topic."""
+    return OutboxMessage(submitted_event(correlation_id=correlation_id), settings.topic_submitted)
 
 
 def insert_outbox(conn: psycopg.Connection, message: OutboxMessage) -> str:
