@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runtime.db import create_engine
 from runtime.settings import Settings
 from schema.migrate import upgrade
-from tests.support.infra import local, running_services
+from tests.support.infra import drop_slot, local, running_services
 from tests.support.processes import Process
 
 # Overridable so that two suites can share one server without dropping each other's data.
@@ -61,13 +61,15 @@ def base_settings(servers: None) -> Settings:
         debezium_publication=f"{TEST_DATABASE}_outbox_pub",
     )
     with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DATABASE,)
+        leftover_slot = conn.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+            (settings.debezium_slot,),
         ).fetchone()
-    if exists:
-        # A slot left on the test database by an interrupted run blocks DROP DATABASE.
+    if leftover_slot:
+        # A slot left on the test database by an interrupted run blocks DROP DATABASE;
+        # only then is Connect (which would hold it) stopped.
         local("down", "connect", settings=settings)
-        local("drop-slot", settings=settings)
+        drop_slot(settings)
     with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE))

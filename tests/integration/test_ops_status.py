@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import psycopg
 
 from outbox.status import outbox_status
 from runtime.settings import Settings
 from tests.support.outbox import insert_many, relay_thread
-from tests.support.processes import settings_env, wait_until
-
-
-def _ops(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["prequal-ops", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.support.processes import run_ops, wait_until
 
 
 def test_status_counts_pending_rows_and_their_age(
@@ -55,7 +43,7 @@ def test_status_names_the_active_relay_and_counts_recent_publications(
 def test_the_status_command_prints_json_for_scripts(settings: Settings) -> None:
     insert_many(settings, 2)
 
-    result = _ops(settings, "outbox", "status", "--json")
+    result = run_ops(settings, "outbox", "status", "--json")
 
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
@@ -65,7 +53,7 @@ def test_the_status_command_prints_json_for_scripts(settings: Settings) -> None:
 
 
 def test_the_status_command_prints_a_table_for_people(settings: Settings) -> None:
-    result = _ops(settings, "outbox", "status")
+    result = run_ops(settings, "outbox", "status")
 
     assert result.returncode == 0, result.stderr
     assert "pending" in result.stdout
@@ -75,7 +63,7 @@ def test_the_status_command_prints_a_table_for_people(settings: Settings) -> Non
 def test_an_unreachable_database_is_exit_code_1_with_a_clear_message(settings: Settings) -> None:
     from tests.support.processes import free_port
 
-    result = _ops(settings.model_copy(update={"pg_port": free_port()}), "outbox", "status")
+    result = run_ops(settings.model_copy(update={"pg_port": free_port()}), "outbox", "status")
 
     assert result.returncode == 1
     assert "database not reachable" in result.stderr
@@ -86,7 +74,7 @@ def test_topics_create_makes_every_topic_with_the_configured_partitions(
 ) -> None:
     from confluent_kafka.admin import AdminClient
 
-    result = _ops(settings, "topics", "create")
+    result = run_ops(settings, "topics", "create")
 
     assert result.returncode == 0, result.stderr
     metadata = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(

@@ -104,3 +104,18 @@ def wait_http_ok(url: str, timeout_s: float, process: Process) -> None:
             return False
 
     wait_until(ok, timeout_s, process.describe)
+
+
+def run_ops(
+    settings: Settings, *args: str, answer: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``prequal-ops ARGS`` as an operator would, with ``answer`` typed at its prompt."""
+    return subprocess.run(
+        ["prequal-ops", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        input=answer,
+        timeout=60,
+        check=False,
+    )
