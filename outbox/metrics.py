@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram
 
 RELAY_PUBLISHED = Counter(
     "prequal_relay_published_events_total", "Outbox events the relay saw acknowledged by Kafka."
@@ -31,3 +34,33 @@ RETRIES = Counter(
     "Batches retried after a transient failure (database or broker unavailable).",
     ["consumer"],
 )
+
+
+class OutboxGauges:
+    """``prequal_outbox_pending`` and ``…_oldest_pending_age_seconds``, read at scrape time.
+
+    Read from the database when Prometheus scrapes the relay, so they are true whichever
+    relay publishes and whoever inserts, and cost nothing between scrapes.
+    """
+
+    def __init__(self, read: Callable[[], tuple[int, float]]) -> None:
+        self._read = read
+        self._cache: tuple[float, tuple[int, float]] = (0.0, (0, 0.0))
+        Gauge("prequal_outbox_pending", "Outbox rows not yet published.").set_function(
+            lambda: float(self._values()[0])
+        )
+        Gauge(
+            "prequal_outbox_oldest_pending_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none).",
+        ).set_function(lambda: self._values()[1])
+
+    def _values(self) -> tuple[int, float]:
+        # One query serves both gauges of a scrape.
+        at, values = self._cache
+        if time.monotonic() - at > 1.0:
+            try:
+                values = self._read()
+            except Exception:
+                values = (-1, -1.0)
+            self._cache = (time.monotonic(), values)
+        return values

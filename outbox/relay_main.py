@@ -7,13 +7,25 @@ publishing to Kafka Connect and runs the hand-over catch-up and the delivery con
 from __future__ import annotations
 
 from outbox.cdc import CdcRelay, connector_check
+from outbox.metrics import OutboxGauges
 from outbox.relay import PollingRelay
+from runtime.db import connect
 from runtime.health import database_check
 from runtime.kafka import kafka_check
 from runtime.logging import configure_logging
 from runtime.observability import Check, ObservabilityServer
 from runtime.process import stop_on_signals
 from runtime.settings import RelayKind, Settings
+
+
+def pending_and_age(settings: Settings) -> tuple[int, float]:
+    """How many outbox rows are unpublished, and how old the oldest is (seconds)."""
+    with connect(settings, "outbox-relay-metrics", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0)"
+            " FROM outbox WHERE published_at IS NULL"
+        ).fetchone()
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
 def main() -> None:
@@ -30,6 +42,7 @@ def main() -> None:
         relay = CdcRelay(settings)
     else:
         relay = PollingRelay(settings)
+    OutboxGauges(lambda: pending_and_age(settings))
     server = ObservabilityServer(settings.http_host, settings.relay_metrics_port, checks).start()
     try:
         relay.run(stop_on_signals())

@@ -7,14 +7,21 @@ arriving late (a replay, a redelivery) never overwrites a newer state.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from prometheus_client import Histogram
 
 from outbox.consumer import PermanentFailure
 from schema.events import ApplicationStatus, DecidedEvent, Envelope, SubmittedEvent
 
 CONSUMER_NAME = "query-projector"
+DECISION_VISIBLE = Histogram(
+    "prequal_submit_to_decision_visible_seconds",
+    "From an application's submission to its decision being written to the read model.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 PENDING_VERSION = 1
 DECIDED_VERSION = 2
 
@@ -59,4 +66,7 @@ def project(conn: psycopg.Connection, event: Envelope[Any]) -> None:
         }
     else:
         raise PermanentFailure(f"projector does not handle {event.event_type.value}")
-    conn.execute(_UPSERT, params)
+    changed = conn.execute(_UPSERT, params).rowcount
+    if changed and isinstance(event, DecidedEvent):
+        # The product's own number: from the 202 to the decision being readable.
+        DECISION_VISIBLE.observe((datetime.now(UTC) - event.data.submitted_at).total_seconds())

@@ -219,6 +219,10 @@ async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
     )
     assert _sample(texts["query-api"], "prequal_http_requests_total", service="query-api") >= 1
     assert _sample(texts["outbox-relay"], "prequal_relay_published_events_total") >= 1
+    assert "prequal_outbox_pending " in texts["outbox-relay"]
+    assert (
+        _sample(texts["query-projector"], "prequal_submit_to_decision_visible_seconds_count") >= 1
+    )
     for consumer in ("credit-worker", "decision-worker", "query-projector"):
         assert (
             _sample(
