@@ -118,11 +118,24 @@ class CreditWorker:
             producer = self._current_producer()
             producer.begin_transaction()
             produced, dead = self._produce_all(producer, batch)
-            producer.send_offsets_to_transaction(
-                next_offsets(batch), consumer.consumer_group_metadata(), self._timeout_s
+            offsets = next_offsets(batch)
+            metadata = consumer.consumer_group_metadata()
+            _with_deadline(
+                lambda: producer.send_offsets_to_transaction(offsets, metadata, self._timeout_s),
+                self._timeout_s + 5,
             )
             # Nothing is committed before this call, so any failure above simply aborts.
-            _retrying(lambda: producer.commit_transaction(self._timeout_s), stop)
+            _retrying(
+                lambda: _with_deadline(
+                    lambda: producer.commit_transaction(self._timeout_s), self._timeout_s + 5
+                ),
+                stop,
+            )
+        except StuckCall as stuck:
+            # The call is still blocked inside librdkafka: leave that producer alone.
+            self._producer = None
+            self._abandon(consumer, stuck.error, batch)
+            return False
         except KafkaException as error:
             self._abandon(consumer, error.args[0] if error.args else None, batch)
             return False
@@ -189,7 +202,9 @@ class CreditWorker:
         if producer is not None:
             try:
                 if error is None or not error.fatal():
-                    producer.abort_transaction(self._timeout_s)
+                    _with_deadline(
+                        lambda: producer.abort_transaction(self._timeout_s), self._timeout_s + 5
+                    )
             except KafkaException as abort_error:
                 _log.info("credit_worker.abort_failed", error=str(abort_error))
             producer.purge(in_queue=True, in_flight=True, blocking=False)
@@ -200,6 +215,45 @@ class CreditWorker:
                 # The partition moved to another member; its committed offset still
                 # points at this batch, so that member starts from there.
                 _log.info("credit_worker.seek_skipped", error=str(seek_error))
+
+
+class StuckCall(KafkaException):
+    """A transactional call did not return within its deadline (librdkafka#5456, #5511)."""
+
+    def __init__(self, error: KafkaError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _with_deadline(operation: Callable[[], None], deadline_s: float) -> None:
+    """Run a blocking librdkafka call, giving up on it after ``deadline_s``.
+
+    librdkafka 2.x can block in ``send_offsets_to_transaction`` (and the calls after it)
+    far past the timeout it was given when the group coordinator's broker went away
+    (confluentinc/librdkafka#5456 and #5511, open). Seen here when the one broker
+    restarted under load: the worker hung until killed. The call runs in a daemon thread;
+    if it does not return in time the worker abandons that producer (the thread keeps it
+    alive until librdkafka lets go) and carries on with a new one, which fences it.
+    """
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            operation()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="kafka-transaction-call", daemon=True).start()
+    if not done.wait(deadline_s):
+        raise StuckCall(
+            KafkaError(KafkaError._TIMED_OUT, f"transactional call stuck for {deadline_s:.0f} s")
+        )
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _retrying(operation: Callable[[], None], stop: threading.Event) -> None:
