@@ -11,49 +11,17 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
 from tests.conftest import Spawn
 from tests.support.infra import connect_running
-from tests.support.processes import Process, free_port, wait_http_ok, wait_until
-
-PROCESSES = (
-    "command-api",
-    "query-api",
-    "query-projector",
-    "outbox-relay",
-    "credit-worker",
-    "decision-worker",
-)
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """The running system: its settings, URLs and processes."""
-
-    settings: Settings
-    command: str
-    query: str
-    processes: dict[str, Process]
-
-    def metrics_url(self, name: str) -> str:
-        """Where process ``name`` serves /metrics."""
-        port = {
-            "command-api": self.settings.command_api_port,
-            "query-api": self.settings.query_api_port,
-            "query-projector": self.settings.projector_metrics_port,
-            "outbox-relay": self.settings.relay_metrics_port,
-            "credit-worker": self.settings.credit_worker_metrics_port,
-            "decision-worker": self.settings.decision_worker_metrics_port,
-        }[name]
-        return f"http://{self.settings.http_host}:{port}/metrics"
+from tests.support.pipeline import PROCESSES, Pipeline, start_pipeline
+from tests.support.processes import wait_until
 
 
 @pytest.fixture(scope="module", params=[RelayKind.POLLING, RelayKind.DEBEZIUM], ids=str)
@@ -70,34 +38,7 @@ def relay(request: pytest.FixtureRequest, base_settings: Settings) -> Iterator[R
 @pytest.fixture
 def pipeline(settings: Settings, relay: RelayKind, spawn: Spawn) -> Pipeline:
     """All six processes, each on free ports, against the test database and topics."""
-    ports = {
-        "command_api_port": free_port(),
-        "query_api_port": free_port(),
-        "projector_metrics_port": free_port(),
-        "relay_metrics_port": free_port(),
-        "credit_worker_metrics_port": free_port(),
-        "decision_worker_metrics_port": free_port(),
-    }
-    settings = settings.model_copy(
-        update={
-            **ports,
-            "query_api_base_url": f"http://127.0.0.1:{ports['query_api_port']}",
-            "relay": relay,
-        }
-    )
-    # Under CDC a row routed to a missing topic would stall the connector: create first.
-    ensure_topics(settings)
-    processes = {name: spawn(name, settings) for name in PROCESSES}
-    running = Pipeline(
-        settings,
-        f"http://127.0.0.1:{settings.command_api_port}",
-        settings.query_api_base_url,
-        processes,
-    )
-    for name, process in processes.items():
-        # Workers are healthy once their consumer has partitions: the pipeline is ready.
-        wait_http_ok(running.metrics_url(name).replace("/metrics", "/health"), 60, process)
-    return running
+    return start_pipeline(settings.model_copy(update={"relay": relay}), spawn)
 
 
 def _body(pan: str, income: str, amount: str, loan_type: str) -> dict[str, Any]:

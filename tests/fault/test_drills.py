@@ -1,0 +1,199 @@
+"""Outage drills on the whole system: real processes, real servers stopped and started.
+
+Each drill asserts that nothing accepted is lost and nothing is applied twice, and
+prints what it measured (the command path's latencies while a server was down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from runtime.kafka import ensure_topics
+from runtime.settings import Settings
+from tests.conftest import Spawn
+from tests.support.infra import local
+from tests.support.pipeline import Pipeline, start_pipeline
+from tests.support.processes import run_ops, wait_until
+
+BODY = {
+    "pan_number": "ABCDE1234F",
+    "applicant_name": "Drill Applicant",
+    "monthly_income_inr": "75000.00",
+    "loan_amount_inr": "500000.00",
+    "loan_type": "PERSONAL",
+}
+
+
+@pytest.fixture
+def pipeline(settings: Settings, spawn: Spawn) -> Pipeline:
+    """The six processes on the polling relay."""
+    return start_pipeline(settings, spawn)
+
+
+def _percentiles(latencies: list[float]) -> str:
+    ordered = sorted(latencies)
+
+    def ms(q: float) -> str:
+        return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f} ms"
+
+    return f"p50={ms(0.5)} p95={ms(0.95)} max={ordered[-1] * 1000:.1f} ms"
+
+
+def _counts(db: psycopg.Connection) -> tuple[int, int, int]:
+    row = db.execute(
+        "SELECT count(*) FILTER (WHERE status = 'PENDING'),"
+        "       count(*) FILTER (WHERE status <> 'PENDING'),"
+        "       (SELECT count(*) - count(DISTINCT aggregateid) FROM outbox"
+        "         WHERE type = 'LoanApplicationDecided' AND replay_of IS NULL)"
+        "  FROM applications"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def _post_many(url: str, count: int) -> list[tuple[int, float]]:
+    limits = httpx.Limits(max_connections=30)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
+        async def one() -> tuple[int, float]:
+            started = time.perf_counter()
+            response = await http.post(f"{url}/applications", json=BODY)
+            return response.status_code, time.perf_counter() - started
+
+        return await asyncio.gather(*[one() for _ in range(count)])
+
+
+def test_with_kafka_stopped_300_posts_are_accepted_and_all_decided_once_it_returns(
+    pipeline: Pipeline, db: psycopg.Connection
+) -> None:
+    local("down", "kafka")
+    try:
+        results = asyncio.run(_post_many(pipeline.command, 300))
+    finally:
+        local("up", "kafka")
+
+    statuses = [status for status, _ in results]
+    print(f"\nPOST while Kafka was down: {_percentiles([t for _, t in results])}")
+    assert statuses == [202] * 300
+    wait_until(lambda: _counts(db)[0] == 0, 180, lambda: str(_counts(db)))
+    pending, decided, duplicate_decisions = _counts(db)
+    assert (pending, decided, duplicate_decisions) == (0, 300, 0)
+
+
+async def _post_for(url: str, seconds: float, rate: float) -> list[dict[str, Any]]:
+    outcomes: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                response = await http.post(f"{url}/applications", json=BODY)
+                outcomes.append(
+                    {
+                        "status": response.status_code,
+                        "type": response.headers.get("content-type"),
+                        "id": response.json().get("application_id"),
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
+            except httpx.TransportError as error:
+                outcomes.append(
+                    {"status": 0, "error": str(error), "seconds": time.perf_counter() - started}
+                )
+
+        tasks = []
+        begin = time.perf_counter()
+        for i in range(int(seconds * rate)):
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return outcomes
+
+
+def test_postgresql_restarted_under_load_gives_quick_503s_and_loses_no_accepted_application(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    async def drill() -> list[dict[str, Any]]:
+        load = asyncio.create_task(_post_for(pipeline.command, seconds=8, rate=40))
+        await asyncio.sleep(2)
+        await asyncio.to_thread(local, "down", "postgres")
+        await asyncio.sleep(3)
+        await asyncio.to_thread(local, "up", "postgres")
+        return await load
+
+    outcomes = asyncio.run(drill())
+
+    accepted = [o["id"] for o in outcomes if o["status"] == 202]
+    refused = [o for o in outcomes if o["status"] == 503]
+    print(
+        f"\nduring the PostgreSQL restart: {len(accepted)} accepted, {len(refused)} refused "
+        f"with 503; {_percentiles([o['seconds'] for o in outcomes])}"
+    )
+    assert {o["status"] for o in outcomes} <= {202, 503}
+    assert refused, "the drill must hit the outage"
+    assert all(o["type"] == "application/problem+json" for o in refused)
+    assert max(o["seconds"] for o in outcomes) < 10  # never hangs a client
+    assert outcomes[-1]["status"] == 202  # recovered without a restart
+    with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as db:
+        wait_until(lambda: _counts(db)[0] == 0, 120, lambda: str(_counts(db)))
+        stored = {str(r[0]) for r in db.execute("SELECT id FROM applications")}
+        assert set(accepted) <= stored
+        assert _counts(db)[2] == 0
+
+
+def _recreate(settings: Settings, topic: str) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for future in admin.delete_topics([topic], operation_timeout=30).values():
+        future.result(30)
+    wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 30)
+    ensure_topics(settings, [topic])
+
+
+def test_after_topic_data_is_lost_a_replay_decides_the_rest_and_leaves_the_decided_alone(
+    pipeline: Pipeline, db: psycopg.Connection
+) -> None:
+    since = datetime.now(UTC).isoformat()
+    asyncio.run(_post_many(pipeline.command, 20))
+    wait_until(lambda: _counts(db) == (0, 20, 0), 60, lambda: str(_counts(db)))
+    decided_before: dict[str, datetime] = dict(
+        db.execute("SELECT id::text, updated_at FROM applications").fetchall()
+    )
+
+    pipeline.processes["credit-worker"].terminate()
+    asyncio.run(_post_many(pipeline.command, 10))
+    wait_until(
+        lambda: db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
+        == (0,),
+        30,
+    )
+    _recreate(pipeline.settings, pipeline.settings.topic_submitted)  # the data is gone
+    restarted = start_pipeline_process(pipeline, "credit-worker")
+    time.sleep(3)
+    assert _counts(db)[0] == 10, "the lost events leave 10 applications pending"
+
+    replay = run_ops(pipeline.settings, "outbox", "replay", "--since", since, "--yes", "--json")
+
+    assert replay.returncode == 0, replay.stderr
+    wait_until(lambda: _counts(db)[0] == 0, 90, restarted.describe)
+    assert _counts(db) == (0, 30, 0)
+    after: dict[str, datetime] = dict(
+        db.execute("SELECT id::text, updated_at FROM applications").fetchall()
+    )
+    assert all(after[i] == at for i, at in decided_before.items())
+
+
+def start_pipeline_process(pipeline: Pipeline, name: str) -> Any:
+    """Start one process of the pipeline again, with the pipeline's settings."""
+    from tests.support.processes import Process
+
+    process = Process(name, pipeline.settings, pipeline.processes[name].log_path.parent)
+    pipeline.processes[name] = process
+    return process
