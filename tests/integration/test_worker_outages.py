@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
 from prometheus_client import REGISTRY
 
 from credit_worker.worker import CreditWorker
@@ -16,11 +17,14 @@ from tests.support.kafka import consume, count_at_least, has_events, produce_eve
 from tests.support.outbox import running
 
 
+@pytest.mark.timeout(300)
 def test_the_credit_worker_survives_a_broker_outage_mid_stream_with_each_report_once(
     settings: Settings,
 ) -> None:
-    small = settings.model_copy(update={"consumer_batch_size": 5})
-    events = [submitted_event() for _ in range(1500)]
+    # One message per transaction: enough work that the outage lands mid-stream even on
+    # an idle machine, where larger batches finished before the broker went down.
+    small = settings.model_copy(update={"consumer_batch_size": 1})
+    events = [submitted_event() for _ in range(2000)]
     produce_events(small, small.topic_submitted, events)
     expected = {
         str(derived_event_id(EventType.CREDIT_REPORT_GENERATED, e.event_id)) for e in events
