@@ -161,7 +161,7 @@ def _recreate(settings: Settings, topic: str) -> None:
 
 
 def test_after_topic_data_is_lost_a_replay_decides_the_rest_and_leaves_the_decided_alone(
-    pipeline: Pipeline, db: psycopg.Connection
+    pipeline: Pipeline, db: psycopg.Connection, spawn: Spawn
 ) -> None:
     since = datetime.now(UTC).isoformat()
     asyncio.run(_post_many(pipeline.command, 20))
@@ -178,7 +178,8 @@ def test_after_topic_data_is_lost_a_replay_decides_the_rest_and_leaves_the_decid
         30,
     )
     _recreate(pipeline.settings, pipeline.settings.topic_submitted)  # the data is gone
-    restarted = start_pipeline_process(pipeline, "credit-worker")
+    # Through the fixture, so that the restarted worker is stopped at teardown too.
+    restarted = spawn("credit-worker", pipeline.settings)
     time.sleep(3)
     assert _counts(db)[0] == 10, "the lost events leave 10 applications pending"
 
@@ -191,12 +192,3 @@ def test_after_topic_data_is_lost_a_replay_decides_the_rest_and_leaves_the_decid
         db.execute("SELECT id::text, updated_at FROM applications").fetchall()
     )
     assert all(after[i] == at for i, at in decided_before.items())
-
-
-def start_pipeline_process(pipeline: Pipeline, name: str) -> Any:
-    """Start one process of the pipeline again, with the pipeline's settings."""
-    from tests.support.processes import Process
-
-    process = Process(name, pipeline.settings, pipeline.processes[name].log_path.parent)
-    pipeline.processes[name] = process
-    return process
