@@ -26,7 +26,6 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer
-from psycopg import sql
 
 from outbox.append import OutboxMessage, append_sync
 from outbox.headers import EVENT_ID, header_value
@@ -34,6 +33,7 @@ from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
 from schema.migrate import upgrade
 from tests.support.events import submitted_event
+from tests.support.infra import recreate_database
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "prequal_bench"
@@ -67,12 +67,7 @@ def _event(settings: Settings) -> OutboxMessage:
 
 
 def _fresh_database(admin: Settings) -> Settings:
-    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    settings = admin.model_copy(update={"pg_database": DATABASE})
+    settings = recreate_database(admin, DATABASE)
     upgrade(settings.sqlalchemy_url)
     return settings
 

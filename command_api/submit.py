@@ -72,8 +72,9 @@ class SubmitApplication:
     async def _transaction(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
         async with database_errors(), self._engine.begin() as conn:
             now = datetime.now(UTC)
+            fingerprint = request.fingerprint()
             if ctx.idempotency_key is not None:
-                earlier = await _claim_key(conn, ctx.idempotency_key, request.fingerprint(), now)
+                earlier = await _claim_key(conn, ctx.idempotency_key, fingerprint, now)
                 if earlier is not None:
                     return Accepted(earlier, replayed=True)
             application_id = uuid4()
@@ -83,7 +84,7 @@ class SubmitApplication:
                 await conn.execute(
                     insert(idempotency_keys).values(
                         key=ctx.idempotency_key,
-                        fingerprint=request.fingerprint(),
+                        fingerprint=fingerprint,
                         application_id=application_id,
                         created_at=now,
                         expires_at=now + self._ttl,

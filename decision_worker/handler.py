@@ -56,9 +56,10 @@ class DecisionHandler:
             if exists is None:
                 raise PermanentFailure(f"application {report.application_id} does not exist")
             return  # already decided: the first decision stands
+        now = datetime.now(UTC)
         decided = DecidedEvent(
             event_id=derived_event_id(EventType.LOAN_APPLICATION_DECIDED, event.event_id),
-            occurred_at=datetime.now(UTC),
+            occurred_at=now,
             aggregate_id=report.application_id,
             correlation_id=event.correlation_id,
             causation_id=str(event.event_id),
@@ -67,7 +68,7 @@ class DecisionHandler:
                 status=status,
                 cibil_score=report.cibil_score,
                 submitted_at=row[0],
-                decided_at=datetime.now(UTC),
+                decided_at=now,
             ),
         )
         append_sync(conn, OutboxMessage(decided, self._topic))

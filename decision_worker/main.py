@@ -8,15 +8,19 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 
-def main() -> None:
-    """Console script entry point: decide until SIGTERM or SIGINT."""
-    settings = Settings()
-    configure_logging(settings.log_level, CONSUMER_NAME)
-    loop = InboxConsumer(
+def build_consumer(settings: Settings) -> InboxConsumer:
+    """The decision worker's consume loop: credit reports in, decisions stored once."""
+    return InboxConsumer(
         settings,
         CONSUMER_NAME,
         settings.group_decision_worker,
         [settings.topic_credit_reports],
         DecisionHandler(settings.topic_decisions),
     )
-    run_consumer_process(loop, settings, settings.decision_worker_metrics_port)
+
+
+def main() -> None:
+    """Console script entry point: decide until SIGTERM or SIGINT."""
+    settings = Settings()
+    configure_logging(settings.log_level, CONSUMER_NAME)
+    run_consumer_process(build_consumer(settings), settings, settings.decision_worker_metrics_port)

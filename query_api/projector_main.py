@@ -8,15 +8,19 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 
-def main() -> None:
-    """Console script entry point: project until SIGTERM or SIGINT."""
-    settings = Settings()
-    configure_logging(settings.log_level, CONSUMER_NAME)
-    loop = InboxConsumer(
+def build_consumer(settings: Settings) -> InboxConsumer:
+    """The projector's consume loop: submitted and decided events into the read model."""
+    return InboxConsumer(
         settings,
         CONSUMER_NAME,
         settings.group_projector,
         [settings.topic_submitted, settings.topic_decisions],
         project,
     )
-    run_consumer_process(loop, settings, settings.projector_metrics_port)
+
+
+def main() -> None:
+    """Console script entry point: project until SIGTERM or SIGINT."""
+    settings = Settings()
+    configure_logging(settings.log_level, CONSUMER_NAME)
+    run_consumer_process(build_consumer(settings), settings, settings.projector_metrics_port)

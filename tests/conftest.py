@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runtime.db import create_engine
 from runtime.settings import Settings
 from schema.migrate import upgrade
-from tests.support.infra import drop_slot, local, running_services
+from tests.support.infra import drop_slot, local, recreate_database, running_services
 from tests.support.processes import Process
 
 # Overridable so that two suites can share one server without dropping each other's data.
@@ -70,11 +70,7 @@ def base_settings(servers: None) -> Settings:
         # only then is Connect (which would hold it) stopped.
         local("down", "connect", settings=settings)
         drop_slot(settings)
-    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
+    recreate_database(admin, TEST_DATABASE)
     upgrade(settings.sqlalchemy_url)
     return settings
 

@@ -10,24 +10,14 @@ from collections.abc import Callable
 import psycopg
 from prometheus_client import REGISTRY
 
-from decision_worker.handler import CONSUMER_NAME, DecisionHandler
-from outbox.consumer import InboxConsumer
+from decision_worker.handler import CONSUMER_NAME
+from decision_worker.main import build_consumer
 from runtime.settings import Settings
 from tests.support.events import credit_report_event, insert_application
 from tests.support.infra import local
 from tests.support.kafka import consume, count_at_least, produce, produce_events
 from tests.support.outbox import running
 from tests.support.processes import Process, free_port, wait_until
-
-
-def _worker(settings: Settings) -> InboxConsumer:
-    return InboxConsumer(
-        settings,
-        CONSUMER_NAME,
-        settings.group_decision_worker,
-        [settings.topic_credit_reports],
-        DecisionHandler(settings.topic_decisions),
-    )
 
 
 def _status(db: psycopg.Connection, application_id: uuid.UUID) -> tuple[str, int | None]:
@@ -60,7 +50,7 @@ def test_reports_790_610_and_750_with_low_income_are_decided_as_the_spec_says(
         ],
     )
 
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(lambda: _decided_rows(db) == 3, 30)
 
     assert _status(db, approved) == ("PRE_APPROVED", 790)
@@ -75,7 +65,7 @@ def test_the_decided_event_names_its_cause_and_carries_the_correlation_id(
     report = credit_report_event(application_id, 790)
     produce_events(settings, settings.topic_credit_reports, [report])
 
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(lambda: _decided_rows(db) == 1, 30)
 
     payload, causation, correlation = db.execute(
@@ -95,7 +85,7 @@ def test_the_same_report_delivered_twice_has_one_effect(
     report = credit_report_event(application_id, 790)
     produce_events(settings, settings.topic_credit_reports, [report, report])
 
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(lambda: _inbox(db) == 1 and _decided_rows(db) == 1, 30)
         marker = insert_application(db)
         produce_events(settings, settings.topic_credit_reports, [credit_report_event(marker, 790)])
@@ -118,7 +108,7 @@ def test_a_decided_application_never_changes_whatever_arrives_later(
     produce_events(
         settings, settings.topic_credit_reports, [credit_report_event(application_id, 790)]
     )
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(lambda: _decided_rows(db) == 1, 30)
         produce_events(
             settings, settings.topic_credit_reports, [credit_report_event(application_id, 610)]
@@ -142,7 +132,7 @@ def test_a_poison_message_goes_to_the_dlq_with_its_reason_and_the_next_one_is_pr
         settings, settings.topic_credit_reports, [credit_report_event(application_id, 790)]
     )
 
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(lambda: _decided_rows(db) == 1, 30)
         [dead] = consume(settings, settings.topic_dlq, until=count_at_least(1))
 
@@ -161,7 +151,7 @@ def test_a_report_for_a_missing_application_is_dead_lettered_naming_the_reason(
     missing = uuid.uuid4()
     produce_events(settings, settings.topic_credit_reports, [credit_report_event(missing, 790)])
 
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         [dead] = consume(settings, settings.topic_dlq, until=count_at_least(1))
 
     assert dead.headers["dlq_reason"] == f"application {missing} does not exist"
@@ -174,7 +164,7 @@ def test_with_the_database_stopped_the_report_is_retried_and_applied_once_after_
 ) -> None:
     application_id = insert_application(db)
     retries_before = _retries()
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         local("down", "postgres")
         try:
             produce_events(

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, pool
 from runtime.settings import Settings
 from schema.migrate import downgrade, upgrade
 from schema.tables import metadata
+from tests.support.infra import recreate_database
 
 SCRATCH = "prequal_migrations_test"
 
@@ -21,12 +22,7 @@ SCRATCH = "prequal_migrations_test"
 @pytest.fixture
 def scratch(base_settings: Settings) -> Iterator[Settings]:
     """An empty database of its own, dropped afterwards."""
-    with psycopg.connect(base_settings.psycopg_conninfo, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH)))
-    yield base_settings.model_copy(update={"pg_database": SCRATCH})
+    yield recreate_database(base_settings, SCRATCH)
     with psycopg.connect(base_settings.psycopg_conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(SCRATCH)))
 

@@ -8,8 +8,8 @@ import uuid
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
-from decision_worker.handler import CONSUMER_NAME, DecisionHandler
-from outbox.consumer import InboxConsumer
+from decision_worker.handler import CONSUMER_NAME
+from decision_worker.main import build_consumer
 from outbox.dlq import DeadLetter, read_dead_letters
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
@@ -18,16 +18,6 @@ from tests.support.events import credit_report_event
 from tests.support.kafka import consume, count_at_least, produce_events
 from tests.support.outbox import running
 from tests.support.processes import run_ops, wait_until
-
-
-def _worker(settings: Settings) -> InboxConsumer:
-    return InboxConsumer(
-        settings,
-        CONSUMER_NAME,
-        settings.group_decision_worker,
-        [settings.topic_credit_reports],
-        DecisionHandler(settings.topic_decisions),
-    )
 
 
 def _dead_letter_a_report_for_a_missing_application(settings: Settings) -> CreditReportEvent:
@@ -89,7 +79,7 @@ def _committed(settings: Settings, topic: str, partition: int) -> int:
 def test_list_show_and_a_dry_run_redrive_present_the_dead_letter_and_send_nothing(
     settings: Settings,
 ) -> None:
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         report = _dead_letter_a_report_for_a_missing_application(settings)
     reason = f"application {report.data.application_id} does not exist"
     before = _high_watermarks(settings, settings.topic_credit_reports)
@@ -124,7 +114,7 @@ def _partition(list_json: str) -> str:
 def test_a_redriven_report_is_decided_once_and_a_second_redrive_changes_nothing(
     settings: Settings, db: psycopg.Connection
 ) -> None:
-    with running(_worker(settings).run):
+    with running(build_consumer(settings).run):
         report = _dead_letter_a_report_for_a_missing_application(settings)
         [dead] = read_dead_letters(settings)
         _insert_application_with_id(db, report.data.application_id)

@@ -6,24 +6,14 @@ import uuid
 
 import psycopg
 
-from outbox.consumer import InboxConsumer
-from query_api.projector import CONSUMER_NAME, project
+from query_api.projector import CONSUMER_NAME
+from query_api.projector_main import build_consumer
 from runtime.settings import Settings
 from schema.events import ApplicationStatus
 from tests.support.events import decided_event, submitted_event
 from tests.support.kafka import consume, count_at_least, produce_events
 from tests.support.outbox import running
 from tests.support.processes import wait_until
-
-
-def _projector(settings: Settings) -> InboxConsumer:
-    return InboxConsumer(
-        settings,
-        CONSUMER_NAME,
-        settings.group_projector,
-        [settings.topic_submitted, settings.topic_decisions],
-        project,
-    )
 
 
 def _row(db: psycopg.Connection, application_id: uuid.UUID) -> tuple[object, ...] | None:
@@ -45,7 +35,7 @@ def test_a_submitted_then_decided_application_is_projected_as_decided(
         [decided_event(submitted, ApplicationStatus.PRE_APPROVED, 790)],
     )
 
-    with running(_projector(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(
             lambda: _row(db, submitted.aggregate_id)
             == (ApplicationStatus.PRE_APPROVED, 790, 2, True),
@@ -63,7 +53,7 @@ def test_a_late_submitted_event_never_moves_a_decided_application_back_to_pendin
         [decided_event(submitted, ApplicationStatus.REJECTED, 610)],
     )
 
-    with running(_projector(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(
             lambda: _row(db, submitted.aggregate_id) == (ApplicationStatus.REJECTED, 610, 2, True),
             30,
@@ -93,7 +83,7 @@ def test_a_second_decision_for_the_same_application_is_ignored(
         ],
     )
 
-    with running(_projector(settings).run):
+    with running(build_consumer(settings).run):
         wait_until(lambda: _inbox(db) == 2, 30)
 
     assert _row(db, submitted.aggregate_id) == (ApplicationStatus.PRE_APPROVED, 790, 2, True)
@@ -107,7 +97,7 @@ def test_an_event_the_projector_does_not_handle_is_dead_lettered(
     report = credit_report_event(uuid.uuid4(), 700)
     produce_events(settings, settings.topic_submitted, [report])
 
-    with running(_projector(settings).run):
+    with running(build_consumer(settings).run):
         [dead] = consume(settings, settings.topic_dlq, until=count_at_least(1))
 
     assert dead.headers["dlq_reason"] == "projector does not handle CreditReportGenerated"

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,3 +74,13 @@ def drop_slot(settings: Settings, attempts: int = 3) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(2)
+
+
+def recreate_database(admin: Settings, name: str) -> Settings:
+    """Drop and create database ``name`` on ``admin``'s server; settings pointing at it."""
+    with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin.model_copy(update={"pg_database": name})
