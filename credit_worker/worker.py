@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from credit_worker.report import credit_report
 from outbox.dead_letter import dead_letter_headers
 from outbox.headers import TRACEPARENT, event_headers, header_value
-from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES
+from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.kafka import (
     consumer_config,
     ensure_topics,
@@ -61,7 +61,8 @@ class CreditWorker:
         ensure_topics(
             settings, [settings.topic_submitted, settings.topic_credit_reports, settings.topic_dlq]
         )
-        consumer = Consumer(consumer_config(settings, settings.group_credit_worker))
+        lag = LagReporter(NAME).config(settings)
+        consumer = Consumer(consumer_config(settings, settings.group_credit_worker, **lag))
         consumer.subscribe(
             [settings.topic_submitted], on_assign=self._on_assign, on_revoke=self._on_revoke
         )

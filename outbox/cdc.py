@@ -30,7 +30,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, Message
 
 from outbox.headers import OUTBOX_ROW_ID, header_value
-from outbox.metrics import RELAY_PUBLISHED
+from outbox.metrics import RELAY_PUBLISH_LATENCY, RELAY_PUBLISHED, LagReporter
 from outbox.relay import MAX_SEQ, PollingRelay, acquire_leadership
 from runtime.db import connect
 from runtime.kafka import consumer_config, ensure_topics, next_offsets
@@ -43,6 +43,7 @@ _log = get_logger(__name__)
 _CONFIRM = """
     UPDATE outbox SET published_at = now()
      WHERE id = ANY(%s) AND published_at IS NULL
+ RETURNING id, extract(epoch FROM occurred_at)::float8, replay_of IS NOT NULL
 """
 
 
@@ -124,7 +125,8 @@ class CdcRelay:
         """Mark rows published as their messages appear on the outbox topics."""
         settings = self._settings
         ensure_topics(settings, settings.outbox_topics)
-        consumer = Consumer(consumer_config(settings, settings.group_confirmer))
+        lag = LagReporter("outbox-confirmer").config(settings)
+        consumer = Consumer(consumer_config(settings, settings.group_confirmer, **lag))
         consumer.subscribe(settings.outbox_topics)
         try:
             while not stop.is_set():
@@ -138,18 +140,25 @@ class CdcRelay:
 
     def mark_published(self, work: psycopg.Connection, batch: Sequence[Message]) -> int:
         """Set ``published_at`` on the rows ``batch`` came from; return how many changed."""
-        ids = []
+        appended_at: dict[uuid.UUID, float] = {}
         for message in batch:
             try:
-                ids.append(uuid.UUID(header_value(message.headers(), OUTBOX_ROW_ID) or ""))
+                row_id = uuid.UUID(header_value(message.headers(), OUTBOX_ROW_ID) or "")
             except ValueError:
                 continue  # not from an outbox row (e.g. produced before the header existed)
-        if len(ids) < len(batch):
-            _log.info("confirmer.messages_without_row_id", count=len(batch) - len(ids))
+            appended_at[row_id] = message.timestamp()[1] / 1000
+        if len(appended_at) < len(batch):
+            _log.info("confirmer.messages_without_row_id", count=len(batch) - len(appended_at))
+        if not appended_at:
+            return 0
         with work.transaction():
-            changed = work.execute(_CONFIRM, (ids,)).rowcount if ids else 0
-        RELAY_PUBLISHED.inc(changed)
-        return changed
+            changed = work.execute(_CONFIRM, (list(appended_at),)).fetchall()
+        for row_id, occurred_epoch, replayed in changed:
+            # Debezium's record timestamp is when it read the change: the publish moment.
+            if not replayed:
+                RELAY_PUBLISH_LATENCY.observe(max(0.0, appended_at[row_id] - occurred_epoch))
+        RELAY_PUBLISHED.inc(len(changed))
+        return len(changed)
 
 
 def connector_check(settings: Settings) -> Callable[[], None]:

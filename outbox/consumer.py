@@ -23,7 +23,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from outbox.dead_letter import dead_letter_headers
-from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES
+from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.db import connect
 from runtime.health import database_check
 from runtime.kafka import consumer_config, ensure_topics, kafka_check, next_offsets, producer_config
@@ -79,7 +79,8 @@ class InboxConsumer:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch, commit and leave the group."""
         ensure_topics(self._settings, [*self._topics, self._settings.topic_dlq])
-        consumer = Consumer(consumer_config(self._settings, self._group_id))
+        lag = LagReporter(self.name).config(self._settings)
+        consumer = Consumer(consumer_config(self._settings, self._group_id, **lag))
         consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         _log.info("consumer.started", consumer=self.name, topics=self._topics)
         try:

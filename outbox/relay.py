@@ -26,7 +26,12 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from outbox.headers import Headers, event_headers
-from outbox.metrics import RELAY_BATCH_SECONDS, RELAY_FAILURES, RELAY_PUBLISHED
+from outbox.metrics import (
+    RELAY_BATCH_SECONDS,
+    RELAY_FAILURES,
+    RELAY_PUBLISH_LATENCY,
+    RELAY_PUBLISHED,
+)
 from runtime.db import connect
 from runtime.kafka import ensure_topics, producer_config
 from runtime.logging import get_logger
@@ -39,7 +44,9 @@ NOTIFY_CHANNEL = "prequal_outbox"
 
 _CLAIM = """
     SELECT id, topic, aggregateid, payload::text AS payload, event_id, type,
-           correlation_id, causation_id, traceparent
+           correlation_id, causation_id, traceparent,
+           extract(epoch FROM occurred_at)::float8 AS occurred_epoch,
+           replay_of IS NOT NULL AS replayed
       FROM outbox
      WHERE published_at IS NULL AND seq <= %s
      ORDER BY seq
@@ -114,6 +121,8 @@ class OutboxRow:
     correlation_id: str | None
     causation_id: str | None
     traceparent: str | None
+    occurred_epoch: float = 0.0
+    replayed: bool = False
 
     def headers(self) -> Headers:
         """Kafka headers: the event's identity and tracing, identical for both relays."""
@@ -240,9 +249,15 @@ class PollingRelay:
         producer = self._current_producer()
         failures: list[KafkaError] = []
 
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failures.append(error)
+        def delivery_report(row: OutboxRow) -> DeliveryCallback:
+            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+                if error is not None:
+                    failures.append(error)
+                elif not row.replayed:
+                    # A replayed copy keeps its original's occurred_at: not a latency.
+                    RELAY_PUBLISH_LATENCY.observe(max(0.0, time.time() - row.occurred_epoch))
+
+            return on_delivery
 
         for row in rows:
             while True:
@@ -252,7 +267,7 @@ class PollingRelay:
                         value=row.payload.encode(),
                         key=row.aggregateid.encode(),
                         headers=row.headers(),
-                        on_delivery=on_delivery,
+                        on_delivery=delivery_report(row),
                     )
                     break
                 except BufferError:

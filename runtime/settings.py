@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     kafka_transaction_timeout_ms: PositiveInt = Field(
         10000, description="Credit worker's Kafka transaction timeout, in milliseconds."
     )
+    kafka_statistics_interval_ms: PositiveInt = Field(
+        5000,
+        description="How often consumers refresh the consumer-lag gauge, in milliseconds.",
+    )
     group_credit_worker: str = Field("credit-worker", description="Credit worker's group.")
     group_decision_worker: str = Field(
         "decision-worker", description="Decision worker's consumer group."

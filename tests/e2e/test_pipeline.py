@@ -160,6 +160,7 @@ async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
     )
     assert _sample(texts["query-api"], "prequal_http_requests_total", service="query-api") >= 1
     assert _sample(texts["outbox-relay"], "prequal_relay_published_events_total") >= 1
+    assert _sample(texts["outbox-relay"], "prequal_relay_publish_latency_seconds_count") >= 1
     assert "prequal_outbox_pending " in texts["outbox-relay"]
     assert (
         _sample(texts["query-projector"], "prequal_submit_to_decision_visible_seconds_count") >= 1
@@ -174,6 +175,22 @@ async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
             )
             >= 1
         ), consumer
+
+
+async def test_every_consumer_process_reports_its_lag_per_partition(pipeline: Pipeline) -> None:
+    consumers = ("credit-worker", "decision-worker", "query-projector")
+    missing: set[str] = set(consumers)
+    async with httpx.AsyncClient(timeout=10) as http:
+        # The gauge is refreshed by librdkafka's statistics, every few seconds.
+        deadline = asyncio.get_running_loop().time() + 30
+        while missing and asyncio.get_running_loop().time() < deadline:
+            for name in list(missing):
+                text = (await http.get(pipeline.metrics_url(name))).text
+                if f'prequal_consumer_lag{{consumer="{name}",' in text:
+                    missing.discard(name)
+            await asyncio.sleep(0.5)
+
+    assert not missing, f"no prequal_consumer_lag series from {sorted(missing)}"
 
 
 async def test_worker_logs_carry_the_correlation_id_of_the_original_request(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,10 +18,13 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from outbox.dlq import read_dead_letters
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from tests.conftest import Spawn
+from tests.support.events import credit_report_event
 from tests.support.infra import local
+from tests.support.kafka import consume, event_ids, produce, produce_events
 from tests.support.pipeline import Pipeline, start_pipeline
 from tests.support.processes import run_ops, wait_until
 
@@ -192,3 +197,97 @@ def test_after_topic_data_is_lost_a_replay_decides_the_rest_and_leaves_the_decid
         db.execute("SELECT id::text, updated_at FROM applications").fetchall()
     )
     assert all(after[i] == at for i, at in decided_before.items())
+
+
+def test_the_relay_and_each_worker_killed_mid_stream_and_restarted_decide_everything_once(
+    pipeline: Pipeline, db: psycopg.Connection, spawn: Spawn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    killed: list[str] = []
+
+    async def drill() -> list[dict[str, Any]]:
+        load = asyncio.create_task(_post_for(pipeline.command, seconds=9, rate=50))
+        for name in ("outbox-relay", "credit-worker", "decision-worker"):
+            await asyncio.sleep(1.5)
+            # At 50 POST/s each of them has a batch in hand most of the time.
+            await asyncio.to_thread(pipeline.processes[name].kill)
+            killed.append(name)
+            await asyncio.sleep(0.5)
+            pipeline.processes[name] = await asyncio.to_thread(spawn, name, pipeline.settings)
+        return await load
+
+    outcomes = asyncio.run(drill())
+
+    accepted = [o["id"] for o in outcomes if o["status"] == 202]
+    assert len(accepted) == len(outcomes) == 450
+    wait_until(
+        lambda: _counts(db)[0] == 0,
+        120,
+        lambda: str(_counts(db)) + "".join(p.describe() for p in pipeline.processes.values()),
+    )
+    assert _counts(db) == (0, 450, 0)
+    projected = "SELECT count(*) FROM application_status WHERE status <> 'PENDING'"
+    wait_until(lambda: db.execute(projected).fetchone() == (450,), 60)
+    # Each credit report committed once, whatever the killed worker had in flight.
+    reports = consume(
+        pipeline.settings,
+        pipeline.settings.topic_credit_reports,
+        until=lambda got: len(set(event_ids(got))) >= 450,
+        timeout_s=60,
+    )
+    assert max(Counter(event_ids(reports)).values()) == 1
+    with capsys.disabled():
+        print(f"\n  killed with SIGKILL and restarted under 50 POST/s: {', '.join(killed)}")
+
+
+def _inbox_hits(pipeline: Pipeline, consumer: str) -> float:
+    text = httpx.get(pipeline.metrics_url(consumer), timeout=10).text
+    prefix = f'prequal_consumer_messages_total{{consumer="{consumer}",outcome="duplicate"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_a_poison_message_in_each_input_topic_is_parked_and_a_fixed_one_redrives_once(
+    pipeline: Pipeline, db: psycopg.Connection
+) -> None:
+    settings = pipeline.settings
+    orphan = credit_report_event(uuid.uuid4(), 790)  # its application row is missing
+    garbage = b"{not an event"
+    produce(settings, settings.topic_submitted, [("poison-1", garbage, [])])
+    produce_events(settings, settings.topic_credit_reports, [orphan])
+    produce(settings, settings.topic_decisions, [("poison-2", garbage, [])])
+    asyncio.run(_post_many(pipeline.command, 30))
+
+    wait_until(lambda: _counts(db) == (0, 30, 0), 60, lambda: str(_counts(db)))
+    wait_until(lambda: len(read_dead_letters(settings)) == 4, 30)
+    parked = sorted((d.consumer, d.source_topic) for d in read_dead_letters(settings))
+    assert parked == sorted(
+        [
+            ("credit-worker", settings.topic_submitted),
+            ("query-projector", settings.topic_submitted),
+            ("decision-worker", settings.topic_credit_reports),
+            ("query-projector", settings.topic_decisions),
+        ]
+    )
+
+    # The fix: the application the report belongs to is restored.
+    db.execute(
+        "INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,"
+        " loan_amount_inr, loan_type, status, created_at, updated_at)"
+        " VALUES (%s, 'KLMNO1234P', 'Restored Applicant', 75000, 500000, 'PERSONAL',"
+        " 'PENDING', now(), now())",
+        (orphan.data.application_id,),
+    )
+    for _ in range(2):
+        redrive = run_ops(settings, "dlq", "redrive", "--consumer", "decision-worker", "--yes")
+        assert redrive.returncode == 0, redrive.stderr
+        wait_until(lambda: _counts(db) == (0, 31, 0), 30, lambda: str(_counts(db)))
+    # Both copies were consumed: the second one found the event in the inbox.
+    wait_until(lambda: _inbox_hits(pipeline, "decision-worker") >= 1, 30)
+
+    status = "SELECT status, cibil_score FROM applications WHERE id = %s"
+    assert db.execute(status, (orphan.data.application_id,)).fetchone() == ("PRE_APPROVED", 790)
+    decided = db.execute(
+        "SELECT count(*) FROM outbox WHERE type = 'LoanApplicationDecided' AND aggregateid = %s",
+        (str(orphan.data.application_id),),
+    ).fetchone()
+    assert decided == (1,)
+    assert len(read_dead_letters(settings)) == 4  # the redriven letters were not parked again

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from outbox.cdc import CdcRelay
 from runtime.kafka import ensure_topics
@@ -153,12 +154,15 @@ def test_a_replayed_row_is_delivered_with_its_original_event_id(
 def test_the_confirmer_marks_cdc_delivered_rows_published(
     cdc_settings: Settings, db: psycopg.Connection
 ) -> None:
+    observed = "prequal_relay_publish_latency_seconds_count"
+    before = REGISTRY.get_sample_value(observed) or 0.0
     loop = LoopThread(CdcRelay(cdc_settings).run)
     try:
         ids = insert_many(cdc_settings, 30)
         wait_until(lambda: _unpublished(db) == 0, 30)
     finally:
         loop.stop()
+    assert (REGISTRY.get_sample_value(observed) or 0.0) - before == 30
     messages = consume(cdc_settings, cdc_settings.topic_submitted, until=has_events(set(ids)))
     # Steady state: the confirmer only marks, it never re-publishes.
     assert max(Counter(event_ids(messages)).values()) == 1

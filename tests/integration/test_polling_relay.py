@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import psycopg
+from prometheus_client import REGISTRY
 
 from runtime.settings import Settings
 from tests.support.kafka import consume, count_at_least, event_ids
@@ -135,3 +136,28 @@ def _lock_holders(db: psycopg.Connection) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _latency_count() -> float:
+    return REGISTRY.get_sample_value("prequal_relay_publish_latency_seconds_count") or 0.0
+
+
+def test_commit_to_ack_latency_is_observed_for_each_event_but_not_for_replayed_copies(
+    settings: Settings, db: psycopg.Connection
+) -> None:
+    ids = insert_many(settings, 20)
+    db.execute(
+        "INSERT INTO outbox (event_id, aggregatetype, aggregateid, type, topic, payload,"
+        " occurred_at, replay_of)"
+        " SELECT event_id, aggregatetype, aggregateid, type, topic, payload,"
+        "        occurred_at - interval '1 hour', id"
+        "   FROM outbox WHERE event_id = %s",
+        (ids[0],),
+    )
+    before = _latency_count()
+
+    with relay_thread(settings):
+        wait_until(lambda: _unpublished(db) == 0, 10)
+
+    # 21 rows published, 20 observed: the copy is an hour "old" and must not count.
+    assert _latency_count() - before == 20
