@@ -1,0 +1,404 @@
+"""docker-compose.yml runs the same system as ``make run``, wired by the project's own names.
+
+Every prequal service runs a console script of pyproject.toml, listens and is health-checked
+on its Settings default port, and is configured only through real ``PREQUAL_*`` settings;
+startup order is expressed with depends_on conditions; the ``cdc`` profile registers the
+repository's Debezium connector config (infra/debezium) rather than a copy of it.
+
+No container engine is needed: the file is read as YAML, and Compose v1.29 (Debian's
+``docker-compose`` package) validates it with ``config``, which never contacts an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from runtime.settings import RelayKind, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DEBEZIUM_DIR = ROOT / "infra" / "debezium"
+
+#: Each long-running process, named as its console script and its compose service, and the
+#: Settings field holding the port of its /health and /metrics.
+PROCESS_PORT_FIELDS = {
+    "command-api": "command_api_port",
+    "query-api": "query_api_port",
+    "credit-worker": "credit_worker_metrics_port",
+    "decision-worker": "decision_worker_metrics_port",
+    "query-projector": "projector_metrics_port",
+    "outbox-relay": "relay_metrics_port",
+}
+#: Processes that read or write PostgreSQL (the credit worker only talks to Kafka).
+USES_DATABASE = {"command-api", "query-api", "decision-worker", "query-projector", "outbox-relay"}
+#: Processes that consume or produce Kafka topics.
+USES_KAFKA = {"credit-worker", "decision-worker", "query-projector", "outbox-relay"}
+COMPOSE_BINARY = "docker-compose"
+COMPOSE_PACKAGE = "docker-compose"  # Debian's package (Compose v1.29)
+
+
+def load_compose() -> dict[str, Any]:
+    """docker-compose.yml as data (YAML anchors and merge keys resolved)."""
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def console_scripts() -> set[str]:
+    """The console scripts pyproject.toml declares."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return set(pyproject["tool"]["poetry"]["scripts"])
+
+
+def default_port(process: str) -> int:
+    """The Settings default of ``process``'s port."""
+    default = Settings.model_fields[PROCESS_PORT_FIELDS[process]].default
+    assert isinstance(default, int)
+    return default
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as a mapping, whichever Compose syntax it uses."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    """A service's command as a list of words."""
+    cmd = service.get("command") or []
+    return cmd.split() if isinstance(cmd, str) else [str(word) for word in cmd]
+
+
+def prequal_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services built from this repository's Dockerfile."""
+    return {name: svc for name, svc in compose["services"].items() if "build" in svc}
+
+
+def container_ports(service: dict[str, Any]) -> set[int]:
+    """Container-side ports of a service's published ``ports``."""
+    ports = set()
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            ports.add(int(entry["target"]))
+        else:
+            ports.add(int(str(entry).rsplit(":", 1)[-1].split("/")[0]))
+    return ports
+
+
+def healthcheck_ports(service: dict[str, Any]) -> set[int]:
+    """Ports the service's healthcheck asks for /health."""
+    test = service.get("healthcheck", {}).get("test", [])
+    text = test if isinstance(test, str) else " ".join(test)
+    return {int(port) for port in re.findall(r"(?:127\.0\.0\.1|localhost):(\d+)/health", text)}
+
+
+def run_compose(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run Compose v1 on docker-compose.yml, ignoring any .env of the working tree."""
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.touch()
+    binary = shutil.which(COMPOSE_BINARY)
+    assert binary is not None, (
+        f"{COMPOSE_BINARY} is not installed: apt-get install -y {COMPOSE_PACKAGE} "
+        "(validating the file needs no container engine)"
+    )
+    base = {key: value for key, value in os.environ.items() if key != "PREQUAL_RELAY"}
+    return subprocess.run(
+        [binary, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), *args],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def test_each_of_the_six_processes_runs_in_its_own_service_named_after_it() -> None:
+    services = load_compose()["services"]
+
+    for process in PROCESS_PORT_FIELDS:
+        assert process in services, f"no compose service {process!r}"
+        assert command(services[process])[0] == process
+
+
+def test_every_prequal_service_runs_a_console_script_declared_in_pyproject() -> None:
+    scripts = console_scripts()
+    services = prequal_services(load_compose())
+
+    assert {"migrate", "topics", *PROCESS_PORT_FIELDS} <= set(services)
+    for name, service in services.items():
+        assert command(service), f"{name} has no command"
+        assert command(service)[0] in scripts, f"{name} runs {command(service)[0]!r}"
+
+
+def test_the_one_shot_jobs_migrate_the_database_and_create_the_topics() -> None:
+    services = load_compose()["services"]
+
+    assert command(services["migrate"]) == ["prequal-migrate", "upgrade", "head"]
+    assert command(services["topics"]) == ["prequal-ops", "topics", "create"]
+    for job in ("migrate", "topics"):
+        assert "restart" not in services[job], f"{job} must run once, not be restarted"
+
+
+def test_published_and_healthchecked_ports_are_the_settings_defaults() -> None:
+    services = load_compose()["services"]
+
+    for process in PROCESS_PORT_FIELDS:
+        port = default_port(process)
+        assert container_ports(services[process]) == {port}, process
+        assert healthcheck_ports(services[process]) == {port}, process
+
+
+def test_published_ports_listen_on_the_loopback_interface_only() -> None:
+    for name, service in load_compose()["services"].items():
+        for entry in service.get("ports", []):
+            assert str(entry).startswith("127.0.0.1:"), f"{name} publishes {entry!r} widely"
+
+
+def test_every_process_healthcheck_asks_health_with_the_python_standard_library() -> None:
+    services = load_compose()["services"]
+
+    for process in PROCESS_PORT_FIELDS:
+        test = services[process]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"], process
+        assert "urllib.request" in test[3], process
+
+
+def test_every_prequal_environment_variable_is_a_settings_field() -> None:
+    fields = set(Settings.model_fields)
+
+    for name, service in load_compose()["services"].items():
+        for variable in environment(service):
+            if variable.startswith("PREQUAL_"):
+                field = variable.removeprefix("PREQUAL_").lower()
+                assert field in fields, f"{name}: {variable} is not a Settings field"
+
+
+def test_the_processes_listen_on_every_interface_and_reach_the_servers_by_service_name() -> None:
+    compose = load_compose()
+    services = compose["services"]
+    postgres = environment(services["postgres"])
+    advertised = environment(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+
+    for name, service in prequal_services(compose).items():
+        env = environment(service)
+        assert env["PREQUAL_HTTP_HOST"] == "0.0.0.0", name  # noqa: S104 - containers
+        assert env["PREQUAL_PG_HOST"] == "postgres", name
+        assert env["PREQUAL_PG_PORT"] == "5432", name
+        assert env["PREQUAL_PG_USER"] == postgres["POSTGRES_USER"], name
+        assert env["PREQUAL_PG_PASSWORD"] == postgres["POSTGRES_PASSWORD"], name
+        assert env["PREQUAL_PG_DATABASE"] == postgres["POSTGRES_DB"], name
+        assert f"://{env['PREQUAL_KAFKA_BOOTSTRAP_SERVERS']}" in advertised, name
+
+
+def test_the_query_api_base_url_points_at_the_published_query_api_port() -> None:
+    env = environment(load_compose()["services"]["command-api"])
+
+    assert env["PREQUAL_QUERY_API_BASE_URL"] == f"http://localhost:{default_port('query-api')}"
+
+
+# ------------------------------------------------------------------------- startup order
+
+
+def conditions(service: dict[str, Any]) -> dict[str, str]:
+    """depends_on as {service: condition}; the short list form has no conditions."""
+    depends = service.get("depends_on", {})
+    assert isinstance(depends, dict), "depends_on must use the long form with conditions"
+    return {name: spec["condition"] for name, spec in depends.items()}
+
+
+def test_the_one_shot_jobs_wait_for_healthy_servers() -> None:
+    services = load_compose()["services"]
+
+    assert conditions(services["migrate"]) == {"postgres": "service_healthy"}
+    assert conditions(services["topics"]) == {"kafka": "service_healthy"}
+
+
+def test_each_process_waits_for_the_migrations_and_topics_it_needs() -> None:
+    services = load_compose()["services"]
+
+    for process in PROCESS_PORT_FIELDS:
+        expected = {}
+        if process in USES_DATABASE:
+            expected["migrate"] = "service_completed_successfully"
+        if process in USES_KAFKA:
+            expected["topics"] = "service_completed_successfully"
+        assert conditions(services[process]) == expected, process
+
+
+def test_every_depends_on_names_a_condition_compose_knows() -> None:
+    known = {"service_started", "service_healthy", "service_completed_successfully"}
+
+    for name, service in load_compose()["services"].items():
+        for dependency, condition in conditions(service).items():
+            assert condition in known, f"{name} -> {dependency}: {condition}"
+
+
+def test_every_server_and_process_has_a_healthcheck_and_the_jobs_have_none() -> None:
+    services = load_compose()["services"]
+
+    for name in ("postgres", "kafka", "connect", "prometheus", *PROCESS_PORT_FIELDS):
+        assert services[name]["healthcheck"].get("test"), f"{name} has no healthcheck"
+    for job in ("migrate", "topics", "connect-register"):
+        assert services[job]["healthcheck"] == {"disable": True}, job
+
+
+# ------------------------------------------------------------------------------- servers
+
+
+def test_postgres_15_runs_with_logical_wal_level_for_debezium() -> None:
+    postgres = load_compose()["services"]["postgres"]
+
+    assert postgres["image"].startswith("postgres:15")
+    words = command(postgres)
+    assert words[0] == "postgres"
+    assert "wal_level=logical" in words
+    assert words[words.index("wal_level=logical") - 1] == "-c"
+
+
+def test_kafka_runs_one_kraft_node_reachable_at_kafka_9092() -> None:
+    kafka = load_compose()["services"]["kafka"]
+    env = environment(kafka)
+
+    assert kafka["image"].startswith("apache/kafka:")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    for single_node in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env[single_node] == "1", single_node
+    # KRaft cluster ids are 16 bytes, base64url without padding.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"])
+
+
+def pom_version(pom: Path, prop: str) -> str:
+    """A ``<prop>`` property of a pom.xml."""
+    match = re.search(rf"<{re.escape(prop)}>([^<]+)</{re.escape(prop)}>", pom.read_text())
+    assert match is not None, f"{pom} has no <{prop}>"
+    return match.group(1)
+
+
+def test_the_images_run_the_same_kafka_and_debezium_versions_as_make_run() -> None:
+    services = load_compose()["services"]
+    kafka = pom_version(ROOT / "infra" / "kafka" / "pom.xml", "kafka.version")
+    debezium = pom_version(DEBEZIUM_DIR / "pom.xml", "debezium.version")
+
+    assert services["kafka"]["image"] == f"apache/kafka:{kafka}"
+    assert services["connect"]["image"] == f"quay.io/debezium/connect:{debezium}"
+
+
+# --------------------------------------------------------------------------- cdc profile
+
+
+def test_the_cdc_profile_holds_kafka_connect_and_the_connector_registration_only() -> None:
+    services = load_compose()["services"]
+    in_cdc = {name for name, svc in services.items() if "cdc" in svc.get("profiles", [])}
+    without_profile = {name for name, svc in services.items() if not svc.get("profiles")}
+
+    assert in_cdc == {"connect", "connect-register"}
+    assert {"postgres", "kafka", "migrate", "topics", "prometheus"} <= without_profile
+    assert set(PROCESS_PORT_FIELDS) <= without_profile
+
+
+def test_the_connector_is_registered_by_the_repositorys_register_script_and_template() -> None:
+    services = load_compose()["services"]
+    register = services["connect-register"]
+    mounts = dict(str(volume).split(":")[:2] for volume in register["volumes"])
+    mounted_at = mounts["./infra/debezium"]
+
+    assert register["entrypoint"] == ["bash", f"{mounted_at}/register.sh"]
+    assert command(register) == ["http://connect:8083"]
+    assert conditions(register) == {
+        "connect": "service_healthy",
+        "migrate": "service_completed_successfully",
+    }
+    # The config is the template's, never a fork of it inside the compose file.
+    assert "io.debezium" not in COMPOSE_FILE.read_text()
+
+
+def render_connector(env: dict[str, str]) -> dict[str, Any]:
+    """infra/debezium/outbox-connector.json rendered by render.sh with ``env``."""
+    rendered = subprocess.run(
+        ["bash", str(DEBEZIUM_DIR / "render.sh"), str(DEBEZIUM_DIR / "outbox-connector.json")],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    data = yaml.safe_load(rendered)  # JSON is YAML; one parser for both files
+    assert isinstance(data, dict)
+    return data
+
+
+def test_the_registered_connector_reads_the_compose_database_under_the_relays_names() -> None:
+    register = environment(load_compose()["services"]["connect-register"])
+    defaults = Settings.model_fields
+
+    connector = render_connector(register)
+    config = connector["config"]
+
+    assert connector["name"] == defaults["debezium_connector"].default
+    assert config["database.hostname"] == "postgres"
+    assert config["database.port"] == "5432"
+    assert config["database.user"] == register["PREQUAL_PG_USER"]
+    assert config["database.dbname"] == register["PREQUAL_PG_DATABASE"]
+    # The relay (default settings) checks this slot, publication and connector.
+    assert config["slot.name"] == defaults["debezium_slot"].default
+    assert config["publication.name"] == defaults["debezium_publication"].default
+
+
+def test_the_relay_switches_to_debezium_through_prequal_relay_defaulting_to_polling() -> None:
+    services = load_compose()["services"]
+    relay = environment(services["outbox-relay"])
+    connect_port = container_ports(services["connect"])
+
+    assert relay["PREQUAL_RELAY"] == "${PREQUAL_RELAY:-polling}"
+    assert {kind.value for kind in RelayKind} == {"polling", "debezium"}
+    assert relay["PREQUAL_CONNECT_URL"] == "http://connect:8083"
+    assert connect_port == {8083}
+
+
+# ------------------------------------------------------------------- Compose validation
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "cdc"]], ids=["default", "cdc"])
+def test_compose_accepts_the_file(tmp_path: Path, profile: list[str]) -> None:
+    result = run_compose(tmp_path, *profile, "config", "-q")
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("relay", "expected"), [(None, "polling"), ("debezium", "debezium")], ids=["unset", "debezium"]
+)
+def test_compose_hands_prequal_relay_to_the_relay(
+    tmp_path: Path, relay: str | None, expected: str
+) -> None:
+    result = run_compose(
+        tmp_path, "--profile", "cdc", "config", env={"PREQUAL_RELAY": relay} if relay else None
+    )
+
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert environment(resolved["outbox-relay"])["PREQUAL_RELAY"] == expected
+    assert RelayKind(expected)
