@@ -9,7 +9,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -70,6 +70,12 @@ docs: .venv/.installed ## Regenerate the README's configuration table from Setti
 
 drop-slot: ## Drop the Debezium replication slot and publication (Kafka Connect must be stopped)
 	infra/local.sh drop-slot
+
+bench: .venv/.installed infra-up ## Every benchmark side by side; writes bench/results, the plot and docs/benchmarks.md
+	$(RUN) python -m bench.run --plot docs/bench-latency.png --write-docs
+
+bench-smoke: .venv/.installed infra-up ## Every benchmark section, briefly (CI: keeps the harness working)
+	$(RUN) python -m bench.run --smoke --out bench/results/bench-smoke.json --plot bench/results/bench-smoke.png
 
 bench-relay: .venv/.installed infra-up migrate ## Commit-to-Kafka latency of both relays at one rate
 	$(RUN) python -m bench.relay_latency --rate 200 --seconds 15 --out bench/results/relay_latency.json

@@ -123,7 +123,9 @@ def _drive(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
 def measure(settings: Settings, relay: RelayKind, rate: float, seconds: float) -> dict[str, Any]:
     """Start ``relay``, drive load, and return its latency summary."""
     topic = f"bench_{relay.value}_{uuid.uuid4().hex[:8]}"
-    settings = settings.model_copy(update={"topic_submitted": topic, "relay": relay})
+    settings = settings.model_copy(
+        update={"topic_submitted": topic, "relay": relay, "debezium_slot": f"{DATABASE}_outbox"}
+    )
     ensure_topics(settings, [topic, settings.topic_decisions])
     env = _env(settings)
     processes: list[subprocess.Popen[bytes]] = []

@@ -79,7 +79,7 @@ class SubmitApplication:
                     return Accepted(earlier, replayed=True)
             application_id = uuid4()
             await _store(conn, application_id, request, now)
-            await append(conn, self._message(application_id, request, ctx, now))
+            await self._emit(conn, self._message(application_id, request, ctx, now))
             if ctx.idempotency_key is not None:
                 await conn.execute(
                     insert(idempotency_keys).values(
@@ -91,6 +91,14 @@ class SubmitApplication:
                     )
                 )
             return Accepted(application_id)
+
+    async def _emit(self, conn: AsyncConnection, message: OutboxMessage) -> None:
+        """Hand the event over: to the outbox, in the same transaction as the application.
+
+        The one seam where the event leaves the use case; the benchmark's baseline
+        (``bench.baseline_api``) overrides it to publish after the commit instead.
+        """
+        await append(conn, message)
 
     def _message(
         self,

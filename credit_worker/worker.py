@@ -24,6 +24,7 @@ from runtime.kafka import (
     consumer_config,
     ensure_topics,
     first_offsets,
+    next_batch,
     next_offsets,
     producer_config,
 )
@@ -72,7 +73,7 @@ class CreditWorker:
         backoff = Backoff()
         try:
             while not stop.is_set():
-                messages = consumer.consume(settings.consumer_batch_size, timeout=0.25)
+                messages = next_batch(consumer, settings.consumer_batch_size)
                 batch = [m for m in messages if m.error() is None]
                 for message in messages:
                     if message.error() is not None:

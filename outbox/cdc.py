@@ -33,7 +33,7 @@ from outbox.headers import OUTBOX_ROW_ID, header_value
 from outbox.metrics import RELAY_PUBLISH_LATENCY, RELAY_PUBLISHED, LagReporter
 from outbox.relay import MAX_SEQ, PollingRelay, acquire_leadership
 from runtime.db import connect
-from runtime.kafka import consumer_config, ensure_topics, next_offsets
+from runtime.kafka import consumer_config, ensure_topics, next_batch, next_offsets
 from runtime.logging import get_logger
 from runtime.process import Backoff
 from runtime.settings import Settings
@@ -130,7 +130,7 @@ class CdcRelay:
         consumer.subscribe(settings.outbox_topics)
         try:
             while not stop.is_set():
-                messages = consumer.consume(settings.consumer_batch_size, timeout=0.25)
+                messages = next_batch(consumer, settings.consumer_batch_size)
                 batch = [m for m in messages if m.error() is None]
                 if batch:
                     self.mark_published(work, batch)

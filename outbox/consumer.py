@@ -26,7 +26,14 @@ from outbox.dead_letter import dead_letter_headers
 from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.db import connect
 from runtime.health import database_check
-from runtime.kafka import consumer_config, ensure_topics, kafka_check, next_offsets, producer_config
+from runtime.kafka import (
+    consumer_config,
+    ensure_topics,
+    kafka_check,
+    next_batch,
+    next_offsets,
+    producer_config,
+)
 from runtime.logging import bind_correlation_id, clear_context, get_logger
 from runtime.observability import ObservabilityServer
 from runtime.process import Backoff, stop_on_signals
@@ -85,7 +92,7 @@ class InboxConsumer:
         _log.info("consumer.started", consumer=self.name, topics=self._topics)
         try:
             while not stop.is_set():
-                messages = consumer.consume(self._settings.consumer_batch_size, timeout=0.25)
+                messages = next_batch(consumer, self._settings.consumer_batch_size)
                 batch = [m for m in messages if self._usable(m)]
                 if batch:
                     self._process(consumer, batch, stop)

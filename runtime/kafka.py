@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -56,6 +56,20 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     }
     config.update(overrides)
     return config
+
+
+def next_batch(consumer: Consumer, max_messages: int, timeout_s: float = 0.25) -> list[Message]:
+    """Wait up to ``timeout_s`` for one message, then take what else is already fetched.
+
+    ``Consumer.consume(n, timeout)`` waits until *n* messages arrived or the timeout
+    passed, so at a low rate every message would sit out the whole timeout in every
+    stage of the pipeline. Blocking only for the first message and then draining the
+    local queue without waiting keeps latency low when idle and batches under load.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, timeout=0)] if max_messages > 1 else [first]
 
 
 def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:

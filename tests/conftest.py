@@ -7,7 +7,6 @@ again at the end of the session only if this session started them.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from runtime.db import create_engine
 from runtime.settings import Settings
 from schema.migrate import upgrade
 from tests.support.infra import drop_slot, local, recreate_database, running_services
+from tests.support.kafka import isolated_topics
 from tests.support.processes import Process
 
 # Overridable so that two suites can share one server without dropping each other's data.
@@ -73,24 +73,6 @@ def base_settings(servers: None) -> Settings:
     recreate_database(admin, TEST_DATABASE)
     upgrade(settings.sqlalchemy_url)
     return settings
-
-
-def isolated_topics(settings: Settings) -> Settings:
-    """A copy of ``settings`` whose topics no other test uses."""
-    prefix = f"t{uuid.uuid4().hex[:10]}_"
-    return settings.model_copy(
-        update={
-            "topic_submitted": prefix + "loan_applications_submitted",
-            "topic_credit_reports": prefix + "credit_reports_generated",
-            "topic_decisions": prefix + "loan_application_decisions",
-            "topic_dlq": prefix + "loan_processing_dlq",
-            "group_credit_worker": prefix + "credit-worker",
-            "group_decision_worker": prefix + "decision-worker",
-            "group_projector": prefix + "query-projector",
-            "group_confirmer": prefix + "outbox-confirmer",
-            "instance_id": prefix + "0",
-        }
-    )
 
 
 @pytest.fixture

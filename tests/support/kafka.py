@@ -125,3 +125,21 @@ def produce_events(settings: Settings, topic: str, events: Sequence[Envelope[Any
             for e in events
         ],
     )
+
+
+def isolated_topics(settings: Settings) -> Settings:
+    """A copy of ``settings`` whose topics no other test uses."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    return settings.model_copy(
+        update={
+            "topic_submitted": prefix + "loan_applications_submitted",
+            "topic_credit_reports": prefix + "credit_reports_generated",
+            "topic_decisions": prefix + "loan_application_decisions",
+            "topic_dlq": prefix + "loan_processing_dlq",
+            "group_credit_worker": prefix + "credit-worker",
+            "group_decision_worker": prefix + "decision-worker",
+            "group_projector": prefix + "query-projector",
+            "group_confirmer": prefix + "outbox-confirmer",
+            "instance_id": prefix + "0",
+        }
+    )

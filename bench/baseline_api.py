@@ -1,0 +1,130 @@
+"""The original design, for the benchmark's baseline: commit, then publish inline.
+
+The request stores the application exactly as ours does but without the outbox row;
+after the commit it produces the event through one long-lived idempotent acks=all
+producer and waits for the delivery report before answering 202. That is what the
+original design did (and why it loses events when Kafka is down: the row is committed,
+the publish fails, nothing retries it). It exists only to be measured beside the outbox.
+
+Run with ``python -m bench.baseline_api`` and the usual ``PREQUAL_*`` settings; it
+serves on ``PREQUAL_COMMAND_API_PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from datetime import timedelta
+
+from confluent_kafka import KafkaError, Message, Producer
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from command_api.app import create_app
+from command_api.models import ApplicationRequest
+from command_api.submit import Accepted, SubmitApplication, SubmitContext
+from outbox.append import OutboxMessage
+from outbox.headers import event_headers
+from runtime.db import create_engine
+from runtime.errors import DependencyUnavailable
+from runtime.http import serve
+from runtime.kafka import producer_config
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+
+_captured: contextvars.ContextVar[list[OutboxMessage]] = contextvars.ContextVar("captured")
+
+
+class InlinePublishSubmit(SubmitApplication):
+    """Submit that commits first and then waits for Kafka to acknowledge the event."""
+
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        super().__init__(
+            create_engine(settings, "bench-baseline"),
+            settings.topic_submitted,
+            timedelta(seconds=settings.idempotency_key_ttl_s),
+        )
+        self._producer = producer
+
+    async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
+        """Commit the application, then publish its event and await the delivery report."""
+        captured: list[OutboxMessage] = []
+        token = _captured.set(captured)
+        try:
+            accepted = await super().__call__(request, ctx)
+        finally:
+            _captured.reset(token)
+        for message in captured:
+            await self._publish(message)
+        return accepted
+
+    async def _emit(self, conn: AsyncConnection, message: OutboxMessage) -> None:
+        _captured.get().append(message)  # published after the commit, not stored
+
+    async def _publish(self, message: OutboxMessage) -> None:
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            if error is None:
+                loop.call_soon_threadsafe(_resolve, delivered, None)
+            else:
+                loop.call_soon_threadsafe(_resolve, delivered, error.str())
+
+        env = message.envelope
+        self._producer.produce(
+            message.topic,
+            value=env.model_dump_json().encode(),
+            key=str(env.aggregate_id).encode(),
+            headers=event_headers(
+                env.event_id,
+                env.event_type.value,
+                env.correlation_id,
+                env.causation_id,
+                message.traceparent,
+            ),
+            on_delivery=on_delivery,
+        )
+        await delivered
+
+
+def _resolve(future: asyncio.Future[None], error: str | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(DependencyUnavailable("kafka"))
+
+
+def _serve_delivery_reports(producer: Producer, stop: threading.Event) -> None:
+    while not stop.is_set():
+        producer.poll(0.05)
+
+
+def create_baseline_app(settings: Settings) -> tuple[FastAPI, threading.Event]:
+    """The command API with the inline-publish submit; set the event to stop its poller."""
+    producer = Producer(producer_config(settings))
+    stop = threading.Event()
+    threading.Thread(
+        target=_serve_delivery_reports, args=(producer, stop), name="delivery-reports", daemon=True
+    ).start()
+    app = create_app(settings)
+    app.state.submit = InlinePublishSubmit(settings, producer)
+    return app, stop
+
+
+def main() -> None:
+    """Serve the baseline on the command API's port until SIGTERM."""
+    settings = Settings()
+    configure_logging(settings.log_level, "bench-baseline")
+    app, stop = create_baseline_app(settings)
+    try:
+        serve(app, settings.http_host, settings.command_api_port)
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()
