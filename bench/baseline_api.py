@@ -26,12 +26,23 @@ from command_api.models import ApplicationRequest
 from command_api.submit import Accepted, SubmitApplication, SubmitContext
 from outbox.append import OutboxMessage
 from outbox.headers import event_headers
-from runtime.db import create_engine
+from runtime.db import create_engine, database_errors
 from runtime.errors import DependencyUnavailable
-from runtime.http import serve
+from runtime.http import serve, serve_workers
 from runtime.kafka import producer_config
 from runtime.logging import configure_logging
 from runtime.settings import Settings
+
+_STORE_WITHOUT_OUTBOX = """
+WITH application AS (
+    INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,
+                              loan_amount_inr, loan_type, status, created_at, updated_at)
+    VALUES (%(id)s, %(pan)s, %(name)s, %(income)s, %(amount)s, %(loan_type)s, 'PENDING',
+            %(now)s, %(now)s)
+)
+INSERT INTO application_status (application_id, status, submitted_at, updated_at, version)
+VALUES (%(id)s, 'PENDING', %(now)s, %(now)s, 1)
+"""
 
 _captured: contextvars.ContextVar[list[OutboxMessage]] = contextvars.ContextVar("captured")
 
@@ -61,6 +72,15 @@ class InlinePublishSubmit(SubmitApplication):
 
     async def _emit(self, conn: AsyncConnection, message: OutboxMessage) -> None:
         _captured.get().append(message)  # published after the commit, not stored
+
+    async def _one_statement(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
+        # The same one-round-trip storage as ours, minus the outbox row: a fair baseline.
+        message, params = self._statement_parameters(request, ctx)
+        async with database_errors(), self._engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.exec_driver_sql(_STORE_WITHOUT_OUTBOX, params)
+        _captured.get().append(message)
+        return Accepted(message.envelope.aggregate_id)
 
     async def _publish(self, message: OutboxMessage) -> None:
         loop = asyncio.get_running_loop()
@@ -115,10 +135,26 @@ def create_baseline_app(settings: Settings) -> tuple[FastAPI, threading.Event]:
     return app, stop
 
 
-def main() -> None:
-    """Serve the baseline on the command API's port until SIGTERM."""
+def app_from_environment() -> FastAPI:
+    """One worker's baseline app (its own producer and delivery-report thread)."""
     settings = Settings()
     configure_logging(settings.log_level, "bench-baseline")
+    app, _stop = create_baseline_app(settings)
+    return app
+
+
+def main() -> None:
+    """Serve the baseline on the command API's port, with as many workers, until SIGTERM."""
+    settings = Settings()
+    configure_logging(settings.log_level, "bench-baseline")
+    if settings.command_api_workers > 1:
+        serve_workers(
+            "bench.baseline_api:app_from_environment",
+            settings.http_host,
+            settings.command_api_port,
+            settings.command_api_workers,
+        )
+        return
     app, stop = create_baseline_app(settings)
     try:
         serve(app, settings.http_host, settings.command_api_port)

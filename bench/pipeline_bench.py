@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from bench import cpu
 from bench.loadgen import LoadSpec, RateResult, percentile, run_rate_in_subprocess
 from bench.relay_latency import ROOT
 from runtime.settings import Settings
@@ -86,10 +87,12 @@ def run_rate(pipeline: Pipeline, rate: float, seconds: float) -> dict[str, Any]:
                 done.set()
 
         started = time.perf_counter()
+        cpu_before = cpu.snapshot()
         threading.Thread(target=generate, daemon=True).start()
         while not done.wait(0.5):
             samples.append((time.perf_counter() - started, float(_backlog(conn))))
         load_ended = time.perf_counter()
+        cores = cpu.usage(cpu_before, load_ended - started)
         drained_after = None
         while time.perf_counter() - load_ended < DRAIN_LIMIT_S + 20:
             if _backlog(conn) == 0:
@@ -121,6 +124,7 @@ def run_rate(pipeline: Pipeline, rate: float, seconds: float) -> dict[str, Any]:
         "backlog_growth_per_s": round(growth, 2),
         "drained_after_s": None if drained_after is None else round(drained_after, 2),
         "sustained": sustained,
+        "cores_used": cores,
     }
 
 

@@ -47,6 +47,7 @@ from tests.support.kafka import isolated_topics
 from tests.support.processes import free_port, wait_until
 
 DOCS = ROOT / "docs" / "benchmarks.md"
+API_WORKERS = 2
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -116,7 +117,10 @@ def command_api(admin: Settings, plan: Plan) -> dict[str, Any]:
     """Sweep the outbox API and the inline-publish baseline over the same rates."""
     settings = isolated_topics(recreate_database(admin, "prequal_bench_api"))
     upgrade(settings.sqlalchemy_url)
-    settings = settings.model_copy(update={"command_api_port": free_port()})
+    # Two uvicorn workers: one Python process cannot use more than one of the two cores.
+    settings = settings.model_copy(
+        update={"command_api_port": free_port(), "command_api_workers": API_WORKERS}
+    )
     ensure_topics(settings)  # the baseline publishes; the broker never auto-creates
     modes: dict[str, list[str]] = {
         "outbox": ["command-api"],
@@ -203,7 +207,9 @@ def machine(settings: Settings) -> dict[str, Any]:
         "librdkafka": confluent_kafka.libversion()[0],
         "packages": versions,
         "settings": {
+            "command_api_workers (API section)": API_WORKERS,
             "pg_pool_size": settings.pg_pool_size,
+            "pg_pool_pre_ping": settings.pg_pool_pre_ping,
             "relay_batch_size": settings.relay_batch_size,
             "consumer_batch_size": settings.consumer_batch_size,
             "topic_partitions": settings.topic_partitions,

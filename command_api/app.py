@@ -27,12 +27,14 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _submit(request: Request) -> SubmitApplication:
+# Dependencies are coroutines: FastAPI would run a plain ``def`` in its thread pool,
+# two thread hops per request on the hot path.
+async def _submit(request: Request) -> SubmitApplication:
     use_case: SubmitApplication = request.app.state.submit
     return use_case
 
 
-def _correlation_id(request: Request) -> str:
+async def _correlation_id(request: Request) -> str:
     value: str = request.scope["state"]["correlation_id"]
     return value
 

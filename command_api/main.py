@@ -1,15 +1,32 @@
-"""``command-api``: serve the command api with uvicorn."""
+"""``command-api``: serve the command API with uvicorn, in one or several processes."""
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+
 from command_api.app import create_app
-from runtime.http import serve
+from runtime.http import serve, serve_workers
 from runtime.logging import configure_logging
 from runtime.settings import Settings
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process: settings from the environment, logging set up."""
+    settings = Settings()
+    configure_logging(settings.log_level, "command-api")
+    return create_app(settings)
 
 
 def main() -> None:
     """Console script entry point."""
     settings = Settings()
     configure_logging(settings.log_level, "command-api")
-    serve(create_app(settings), settings.http_host, settings.command_api_port)
+    if settings.command_api_workers > 1:
+        serve_workers(
+            "command_api.main:app_from_environment",
+            settings.http_host,
+            settings.command_api_port,
+            settings.command_api_workers,
+        )
+    else:
+        serve(create_app(settings), settings.http_host, settings.command_api_port)

@@ -73,7 +73,11 @@ class CreditWorker:
         backoff = Backoff()
         try:
             while not stop.is_set():
-                messages = next_batch(consumer, settings.consumer_batch_size)
+                messages = next_batch(
+                    consumer,
+                    settings.consumer_batch_size,
+                    linger_s=settings.consumer_batch_linger_ms / 1000,
+                )
                 batch = [m for m in messages if m.error() is None]
                 for message in messages:
                     if message.error() is not None:
@@ -106,6 +110,11 @@ class CreditWorker:
                         "transactional.id": self.transactional_id,
                         "transaction.timeout.ms": self._settings.kafka_transaction_timeout_ms,
                         "message.timeout.ms": self._settings.kafka_transaction_timeout_ms,
+                        # Back-to-back transactions: until the previous commit's markers
+                        # are written the coordinator answers CONCURRENT_TRANSACTIONS and
+                        # librdkafka retries after retry.backoff.ms — 100 ms by default,
+                        # which was the p99 of this stage (docs/benchmarks.md).
+                        "retry.backoff.ms": 5,
                     },
                 )
             )

@@ -130,7 +130,11 @@ class CdcRelay:
         consumer.subscribe(settings.outbox_topics)
         try:
             while not stop.is_set():
-                messages = next_batch(consumer, settings.consumer_batch_size)
+                messages = next_batch(
+                    consumer,
+                    settings.consumer_batch_size,
+                    linger_s=settings.consumer_batch_linger_ms / 1000,
+                )
                 batch = [m for m in messages if m.error() is None]
                 if batch:
                     self.mark_published(work, batch)

@@ -92,7 +92,11 @@ class InboxConsumer:
         _log.info("consumer.started", consumer=self.name, topics=self._topics)
         try:
             while not stop.is_set():
-                messages = next_batch(consumer, self._settings.consumer_batch_size)
+                messages = next_batch(
+                    consumer,
+                    self._settings.consumer_batch_size,
+                    linger_s=self._settings.consumer_batch_linger_ms / 1000,
+                )
                 batch = [m for m in messages if self._usable(m)]
                 if batch:
                     self._process(consumer, batch, stop)

@@ -24,7 +24,7 @@ from runtime.settings import Settings
 from schema.tables import application_status
 
 
-def _engine(request: Request) -> AsyncEngine:
+async def _engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 

@@ -24,7 +24,7 @@ def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
         pool_size=settings.pg_pool_size,
         max_overflow=0,
         pool_timeout=settings.pg_pool_timeout_s,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.pg_pool_pre_ping,
         connect_args={
             "connect_timeout": settings.pg_connect_timeout_s,
             "application_name": application_name,

@@ -7,7 +7,10 @@ APIs; every response carries ``X-Correlation-ID``; an unexpected exception becom
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -18,7 +21,15 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -252,7 +263,16 @@ def install_observability(app: FastAPI, service: str) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
+
+
+def _registry() -> CollectorRegistry:
+    """The metrics of this process, or of every worker when uvicorn runs several."""
+    if MULTIPROC_ENV not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operation_id: str) -> None:
@@ -267,6 +287,37 @@ def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operatio
     async def health() -> dict[str, Any]:
         await check_database(engine, timeout_s)
         return {"status": "ok", "checks": {"database": "ok"}}
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def serve_workers(factory: str, host: str, port: int, workers: int) -> None:
+    """Serve the app built by ``factory`` ("module:function") in ``workers`` processes.
+
+    One Python process is bound to one core; several workers share the port. Each
+    worker keeps its metrics in files under ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
+    directory, unless the environment names one) and ``/metrics`` sums them, whichever
+    worker answers the scrape.
+    """
+    created = None
+    if MULTIPROC_ENV not in os.environ:
+        created = tempfile.mkdtemp(prefix="prequal-metrics-")
+        os.environ[MULTIPROC_ENV] = created
+    try:
+        uvicorn.run(
+            factory,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

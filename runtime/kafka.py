@@ -58,18 +58,23 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     return config
 
 
-def next_batch(consumer: Consumer, max_messages: int, timeout_s: float = 0.25) -> list[Message]:
-    """Wait up to ``timeout_s`` for one message, then take what else is already fetched.
+def next_batch(
+    consumer: Consumer, max_messages: int, timeout_s: float = 0.25, linger_s: float = 0.0
+) -> list[Message]:
+    """Wait up to ``timeout_s`` for one message, then gather more for ``linger_s`` at most.
 
-    ``Consumer.consume(n, timeout)`` waits until *n* messages arrived or the timeout
-    passed, so at a low rate every message would sit out the whole timeout in every
-    stage of the pipeline. Blocking only for the first message and then draining the
-    local queue without waiting keeps latency low when idle and batches under load.
+    ``Consumer.consume(n, timeout)`` alone waits until *n* messages arrived or the
+    timeout passed, so at a low rate every message would sit out the whole timeout in
+    every stage of the pipeline. Blocking only for the first message keeps an idle
+    pipeline fast; the short linger after it lets a busy one put more messages in each
+    transaction (fewer commits, fewer Kafka transactions, less CPU per message).
     """
     first = consumer.poll(timeout_s)
     if first is None:
         return []
-    return [first, *consumer.consume(max_messages - 1, timeout=0)] if max_messages > 1 else [first]
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(max_messages - 1, timeout=linger_s)]
 
 
 def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         5000, description="Server-side limit for one statement, in milliseconds."
     )
     pg_pool_size: PositiveInt = Field(10, description="Connections kept by an API's pool.")
+    pg_pool_pre_ping: bool = Field(
+        False,
+        description="Ping each pooled connection before use (one more round trip per"
+        " request); off, a connection broken by a database restart fails one request"
+        " with 503 and is replaced.",
+    )
     pg_pool_timeout_s: PositiveFloat = Field(
         2.0, description="Seconds a request waits for a pooled connection before a 503."
     )
@@ -95,6 +101,11 @@ class Settings(BaseSettings):
     )
     consumer_batch_size: PositiveInt = Field(
         500, description="Messages a worker takes per poll and per transaction."
+    )
+    consumer_batch_linger_ms: NonNegativeInt = Field(
+        10,
+        description="After a batch's first message, how long a worker waits for more"
+        " (fewer, larger transactions under load; at most this much added latency).",
     )
     kafka_session_timeout_ms: PositiveInt = Field(
         10000, description="Consumer group session timeout, in milliseconds."
@@ -147,6 +158,11 @@ class Settings(BaseSettings):
     # --- HTTP -------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Interface the HTTP services bind.")
     command_api_port: PositiveInt = Field(8000, description="Port of the command API.")
+    command_api_workers: PositiveInt = Field(
+        1,
+        description="Command API worker processes (uvicorn); one Python process uses one"
+        " core at most. Metrics are summed across workers.",
+    )
     query_api_port: PositiveInt = Field(8001, description="Port of the query API.")
     query_api_base_url: str = Field(
         "http://127.0.0.1:8001",

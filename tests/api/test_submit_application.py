@@ -119,10 +119,12 @@ def outbox_insert_fails(db: psycopg.Connection) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("outbox_insert_fails")
+@pytest.mark.parametrize("key", [None, "key-1"], ids=["one-statement path", "idempotent path"])
 async def test_a_failure_after_the_application_insert_leaves_no_row_at_all(
-    client: httpx.AsyncClient, db: psycopg.Connection
+    client: httpx.AsyncClient, db: psycopg.Connection, key: str | None
 ) -> None:
-    response = await client.post("/applications", json=valid_body())
+    headers = {"Idempotency-Key": key} if key else {}
+    response = await client.post("/applications", json=valid_body(), headers=headers)
 
     assert response.status_code == 500
     for table in ("applications", "outbox", "application_status", "idempotency_keys"):
@@ -146,3 +148,40 @@ async def test_a_500_is_a_problem_without_stack_trace_or_sql(
     text = json.dumps(problem).lower()
     for leak in ("traceback", "insert", "outbox", "trigger", "psycopg", "sqlalchemy"):
         assert leak not in text
+
+
+def _stored(db: psycopg.Connection, application_id: str) -> list[object]:
+    application = db.execute(
+        "SELECT pan_number, applicant_name, monthly_income_inr, loan_amount_inr, loan_type,"
+        " status, cibil_score, created_at = updated_at FROM applications WHERE id = %s",
+        (application_id,),
+    ).fetchone()
+    projection = db.execute(
+        "SELECT status, cibil_score, version, decided_at, submitted_at = updated_at"
+        " FROM application_status WHERE application_id = %s",
+        (application_id,),
+    ).fetchone()
+    event = db.execute(
+        "SELECT aggregatetype, type, topic, correlation_id, causation_id, traceparent,"
+        " published_at, replay_of, payload - 'event_id' - 'occurred_at' - 'aggregate_id'"
+        " #- '{data,application_id}' #- '{data,submitted_at}'"
+        " FROM outbox WHERE aggregateid = %s",
+        (application_id,),
+    ).fetchone()
+    return [application, projection, event]
+
+
+async def test_the_one_statement_and_the_idempotent_paths_store_the_same_rows(
+    client: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    same = {"X-Correlation-ID": "corr-same"}
+    plain = await client.post("/applications", json=valid_body(), headers=same)
+    keyed = await client.post(
+        "/applications", json=valid_body(), headers={**same, "Idempotency-Key": "k-same"}
+    )
+
+    assert plain.status_code == keyed.status_code == 202
+    rows_plain = _stored(db, plain.json()["application_id"])
+    rows_keyed = _stored(db, keyed.json()["application_id"])
+    assert None not in rows_plain
+    assert rows_plain == rows_keyed

@@ -1,0 +1,77 @@
+"""The command API in several worker processes: one port, metrics summed over workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from runtime.settings import Settings
+from tests.api.conftest import valid_body
+from tests.conftest import Spawn
+from tests.support.processes import free_port, wait_http_ok, wait_until
+
+
+def _accepted_total(text: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("prequal_http_requests_total{") and 'status="202"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests(
+    settings: Settings, db: psycopg.Connection, spawn: Spawn
+) -> None:
+    settings = settings.model_copy(
+        update={"command_api_port": free_port(), "command_api_workers": 2}
+    )
+    api = spawn("command-api", settings)
+    base = f"http://127.0.0.1:{settings.command_api_port}"
+    wait_http_ok(f"{base}/health", 60, api)
+
+    # New connections each time, so that the kernel spreads them over both workers.
+    statuses = [
+        httpx.post(f"{base}/applications", json=valid_body(), timeout=10).status_code
+        for _ in range(40)
+    ]
+    scrapes = [httpx.get(f"{base}/metrics", timeout=10).text for _ in range(4)]
+
+    assert statuses == [202] * 40
+    assert db.execute("SELECT count(*) FROM applications").fetchone() == (40,)
+    # Whichever worker answers the scrape reports all 40, not only its own share.
+    assert {_accepted_total(text) for text in scrapes} == {40.0}
+    children = _children(api.popen.pid)
+    workers = [pid for pid in children if b"spawn_main" in _cmdline(pid)]
+    assert len(workers) == 2
+    api.terminate()
+    wait_until(lambda: not [pid for pid in children if _alive(pid)], 15)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc; Linux only, like the suite)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
