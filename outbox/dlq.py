@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from outbox.dead_letter import (
     CONSUMER,
@@ -35,7 +36,7 @@ from outbox.dead_letter import (
     SOURCE_TOPIC,
 )
 from outbox.headers import EVENT_ID, EVENT_TYPE, Headers, header_pairs, header_value
-from runtime.kafka import consumer_config, producer_config
+from runtime.kafka import admin_config, consumer_config, producer_config
 from runtime.logging import mask_pan
 from runtime.settings import Settings
 
@@ -54,6 +55,10 @@ class DeadLetterReadTimeout(Exception):
 
 class RedriveFailed(Exception):
     """Kafka did not acknowledge every redriven message."""
+
+
+class MissingSourceTopic(ValueError):
+    """A dead letter's source topic does not exist (deleted, or never created here)."""
 
 
 class UnknownPartition(ValueError):
@@ -312,6 +317,15 @@ def redrive(settings: Settings, letters: Sequence[DeadLetter]) -> list[Redriven]
     missing = [letter.position for letter in letters if not letter.source_topic]
     if missing:
         raise ValueError(f"no {SOURCE_TOPIC} header on {', '.join(missing)}: cannot redrive")
+    # The broker never auto-creates topics: producing to a missing one would only time
+    # out, and the operator would be told that Kafka is unreachable.
+    existing = AdminClient(admin_config(settings)).list_topics(timeout=10).topics
+    absent = sorted({letter.source_topic or "" for letter in letters} - set(existing))
+    if absent:
+        raise MissingSourceTopic(
+            f"source topic {', '.join(absent)} does not exist; create it"
+            " (prequal-ops topics create) and redrive again"
+        )
     producer = Producer(producer_config(settings))
     delivered: dict[str, Redriven] = {}
     failures: list[str] = []

@@ -31,6 +31,7 @@ from rich.text import Text
 from outbox.dlq import (
     DeadLetter,
     DeadLetterReadTimeout,
+    MissingSourceTopic,
     RedriveFailed,
     Redriven,
     UnknownPartition,
@@ -539,7 +540,11 @@ def dlq_redrive(
             _print_redrive_plan(chosen, settings.topic_dlq, as_json, dry_run)
             return
         _confirm(f"Redrive {len(chosen)} dead letters?", yes)
-        done = redrive(settings, chosen)
+        try:
+            done = redrive(settings, chosen)
+        except MissingSourceTopic as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(_UNREACHABLE) from error
     _print_redriven(done, as_json)
 
 

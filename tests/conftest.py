@@ -1,7 +1,10 @@
 """Session fixtures: real servers, a migrated test database, isolated topics per test.
 
-The servers are started through infra/local.sh when they do not run yet, and stopped
-again at the end of the session only if this session started them.
+Where the servers come from is chosen once per run (PREQUAL_TEST_INFRA=auto|local|
+containers, tests/support/backends.py) and printed in pytest's header: the local servers
+of infra/local.sh, started when they do not run yet and stopped again at the end of the
+session only if this session started them; or containers of docker-compose.yml's images
+when a Docker engine answers.
 """
 
 from __future__ import annotations
@@ -18,7 +21,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runtime.db import create_engine
 from runtime.settings import Settings
 from schema.migrate import upgrade
-from tests.support.infra import drop_slot, local, recreate_database, running_services
+from tests.support.backends import (
+    CONTAINERS,
+    INFRA_VARIABLE,
+    LOCAL,
+    InfraSelectionError,
+    Selection,
+    SettingsOverrides,
+    docker_answers,
+    make_backend,
+    report_header,
+    select_backend,
+)
+from tests.support.infra import drop_slot, local, recreate_database, refuse_local_script
 from tests.support.kafka import isolated_topics
 from tests.support.processes import Process
 
@@ -35,30 +50,57 @@ TABLES = (
 )
 
 
-@pytest.fixture(scope="session")
-def servers() -> Iterator[None]:
-    """PostgreSQL and Kafka, running for the whole session."""
-    already = running_services()
-    local("up")
-    yield
-    started = [s for s in ("kafka", "postgres") if s not in already]
-    if started and not os.environ.get("PREQUAL_TEST_KEEP_SERVERS"):
-        local("down", *started)
+INFRA = pytest.StashKey[Selection]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Choose the servers' backend once for the run (a wrong PREQUAL_TEST_INFRA stops it)."""
+    try:
+        selection = select_backend(os.environ, docker_answers)
+    except InfraSelectionError as error:
+        raise pytest.UsageError(str(error)) from error
+    config.stash[INFRA] = selection
+    if selection.backend == CONTAINERS:
+        refuse_local_script(
+            f"this run's PostgreSQL and Kafka are containers ({INFRA_VARIABLE}="
+            f"{selection.requested}); Kafka Connect and server outages are driven through"
+            f" infra/local.sh on the local servers only: run this test with"
+            f" {INFRA_VARIABLE}={LOCAL}"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which servers this run uses, and why."""
+    return report_header(config.stash[INFRA])
 
 
 @pytest.fixture(scope="session")
-def base_settings(servers: None) -> Settings:
+def servers(request: pytest.FixtureRequest) -> Iterator[SettingsOverrides]:
+    """PostgreSQL and Kafka, running for the whole session; the Settings fields reaching them."""
+    backend = make_backend(request.config.stash[INFRA].backend)
+    overrides = backend.start()
+    try:
+        yield overrides
+    finally:
+        backend.stop()
+
+
+@pytest.fixture(scope="session")
+def base_settings(servers: SettingsOverrides) -> Settings:
     """Settings pointing at a freshly created, migrated test database."""
-    admin = Settings()
+    admin = Settings(**servers)
     settings = Settings(
-        pg_database=TEST_DATABASE,
-        kafka_session_timeout_ms=6000,
-        kafka_transaction_timeout_ms=10000,
-        relay_poll_interval_s=0.5,
-        relay_standby_retry_s=0.5,
-        relay_delivery_timeout_ms=5000,
-        debezium_slot=f"{TEST_DATABASE}_outbox",
-        debezium_publication=f"{TEST_DATABASE}_outbox_pub",
+        **{
+            **servers,
+            "pg_database": TEST_DATABASE,
+            "kafka_session_timeout_ms": 6000,
+            "kafka_transaction_timeout_ms": 10000,
+            "relay_poll_interval_s": 0.5,
+            "relay_standby_retry_s": 0.5,
+            "relay_delivery_timeout_ms": 5000,
+            "debezium_slot": f"{TEST_DATABASE}_outbox",
+            "debezium_publication": f"{TEST_DATABASE}_outbox_pub",
+        }
     )
     with psycopg.connect(admin.psycopg_conninfo, autocommit=True) as conn:
         leftover_slot = conn.execute(

@@ -15,7 +15,7 @@ from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from schema.events import CreditReportEvent
 from tests.support.events import credit_report_event
-from tests.support.kafka import consume, count_at_least, produce_events
+from tests.support.kafka import consume, count_at_least, produce, produce_events
 from tests.support.outbox import running
 from tests.support.processes import run_ops, wait_until
 
@@ -164,6 +164,36 @@ def test_an_empty_or_missing_dead_letter_topic_has_no_dead_letters(settings: Set
 
     assert result.returncode == 0, result.stderr
     assert "No dead letters" in result.stdout
+
+
+def test_a_redrive_to_a_source_topic_that_no_longer_exists_says_so_and_sends_nothing(
+    settings: Settings,
+) -> None:
+    gone = f"{settings.topic_credit_reports}_deleted"
+    produce(
+        settings,
+        settings.topic_dlq,
+        [
+            (
+                "k",
+                b"{}",
+                [
+                    ("dlq_source_topic", gone.encode()),
+                    ("dlq_source_partition", b"0"),
+                    ("dlq_source_offset", b"5"),
+                    ("dlq_consumer", b"decision-worker"),
+                    ("dlq_reason", b"test"),
+                ],
+            )
+        ],
+    )
+
+    result = run_ops(settings, "dlq", "redrive", "--all", "--yes")
+
+    assert result.returncode == 1
+    assert f"source topic {gone} does not exist" in result.stderr
+    assert "prequal-ops topics create" in result.stderr
+    assert "not reachable" not in result.stderr
 
 
 def test_redrive_needs_exactly_one_selection_exit_code_2(settings: Settings) -> None:

@@ -17,6 +17,26 @@ from runtime.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SH = ROOT / "infra" / "local.sh"
 
+# Why infra/local.sh must not run in this session (its servers are not the suite's), or None.
+_refusal: str | None = None
+
+
+class LocalScriptRefused(Exception):
+    """infra/local.sh was asked to act while the suite's servers are not the local ones."""
+
+
+def refuse_local_script(reason: str | None) -> str | None:
+    """Make :func:`local` raise :class:`LocalScriptRefused` with ``reason`` (None: allow it).
+
+    Set for a session whose servers are containers: stopping, starting or attaching Kafka
+    Connect to the local servers would not touch the servers the tests use, so the tests
+    doing so fail with the reason instead of passing on the wrong servers. Returns the
+    previous reason, to restore it.
+    """
+    global _refusal  # one session-wide switch
+    previous, _refusal = _refusal, reason
+    return previous
+
 
 def local(*args: str, timeout: float = 300, settings: Settings | None = None) -> str:
     """Run ``infra/local.sh ARGS`` and return its output; raise with the output on failure.
@@ -24,6 +44,8 @@ def local(*args: str, timeout: float = 300, settings: Settings | None = None) ->
     With ``settings``, the script sees them as its ``PREQUAL_*`` environment (the test
     database, slot and publication, for the Connect service).
     """
+    if _refusal is not None:
+        raise LocalScriptRefused(f"infra/local.sh {' '.join(args)}: {_refusal}")
     # Infra-only variables (PREQUAL_KAFKA_PORT, PREQUAL_INFRA_DIR, ...) stay as they are.
     env = {**os.environ, **(settings.as_environment() if settings is not None else {})}
     result = subprocess.run(
