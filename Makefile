@@ -9,7 +9,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ typecheck: .venv/.installed ## mypy --strict
 
 imports: .venv/.installed ## Import-linter contracts (services -> outbox -> schema -> runtime)
 	$(RUN) lint-imports
+
+# --strict: a package the vulnerability service cannot look up fails the audit instead of
+# being skipped in silence. PIP_AUDIT_VULNERABILITY_SERVICE=osv (and PIP_AUDIT_OSV_URL)
+# pick another service; the default is PyPI's per-version JSON API.
+audit: .venv/.installed ## Known vulnerabilities in the installed packages (pip-audit; fails if any cannot be checked)
+	$(RUN) pip-audit --strict --skip-editable --progress-spinner off
 
 format: .venv/.installed ## Fix lint and formatting
 	$(RUN) ruff check --fix .

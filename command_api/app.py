@@ -12,11 +12,13 @@ from fastapi import Depends, FastAPI, Header, Request, Response, status
 from command_api.models import ApplicationAccepted, ApplicationRequest
 from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
 from runtime.db import create_engine
+from runtime.docs_ui import install_docs
 from runtime.http import (
     PROBLEM_CONTENT,
     install_error_handlers,
     install_health,
     install_observability,
+    install_request_limits,
 )
 from runtime.settings import Settings
 
@@ -69,11 +71,14 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         summary="Submit loan prequalification applications.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.submit = SubmitApplication(
         engine, settings.topic_submitted, timedelta(seconds=settings.idempotency_key_ttl_s)
     )
     install_observability(app, "command-api")
+    install_request_limits(app, settings)
     install_health(app, engine, settings.pg_connect_timeout_s, "commandApiHealth")
     install_error_handlers(app)
 
@@ -99,4 +104,5 @@ def create_app(settings: Settings) -> FastAPI:
             response.headers["Idempotent-Replayed"] = "true"
         return ApplicationAccepted(application_id=accepted.application_id)
 
+    install_docs(app, app.title)
     return app

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from query_api.models import ApplicationStatusResponse
 from runtime.db import create_engine, database_errors
+from runtime.docs_ui import install_docs
 from runtime.errors import NotFound
 from runtime.http import (
     PROBLEM_CONTENT,
     install_error_handlers,
     install_health,
     install_observability,
+    install_request_limits,
 )
 from runtime.settings import Settings
 from schema.tables import application_status
@@ -55,9 +57,12 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         summary="Read the status of loan prequalification applications.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = engine
     install_observability(app, "query-api")
+    install_request_limits(app, settings)
     install_health(app, engine, settings.pg_connect_timeout_s, "queryApiHealth")
     install_error_handlers(app)
 
@@ -85,4 +90,5 @@ def create_app(settings: Settings) -> FastAPI:
             raise NotFound(f"No application {application_id}.")
         return ApplicationStatusResponse.model_validate(row._mapping)
 
+    install_docs(app, app.title)
     return app

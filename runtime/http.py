@@ -2,11 +2,14 @@
 
 One error shape (RFC 9457 ``application/problem+json``) for every 4xx and 5xx of both
 APIs; every response carries ``X-Correlation-ID``; an unexpected exception becomes a
-500 problem without a stack trace or SQL in the body, and is logged in full.
+500 problem without a stack trace or SQL in the body, and is logged in full. Problem
+bodies never echo a PAN unmasked. Request bodies are bounded (413) and JSON only (415);
+CORS is off unless origins are configured.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -14,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import uvicorn
@@ -32,16 +35,53 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.errors import FieldError, ProblemError
 from runtime.health import check_database
-from runtime.logging import bind_correlation_id, clear_context, get_logger
+from runtime.logging import bind_correlation_id, clear_context, get_logger, mask_pan
+from runtime.settings import Settings
 
 CORRELATION_HEADER = "X-Correlation-ID"
 PROBLEM_TYPE_BASE = "urn:prequal:problem:"
-#: The OpenAPI content of every documented error response.
-PROBLEM_CONTENT: dict[str, Any] = {"content": {"application/problem+json": {}}}
+#: The JSON Schema of the problem shape that :func:`problem_body` builds.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details: the one error shape of both APIs.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance", "correlation_id"],
+    "properties": {
+        "type": {"type": "string", "description": f"{PROBLEM_TYPE_BASE}<slug>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "description": "The HTTP status code."},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The request's path."},
+        "correlation_id": {
+            "type": ["string", "null"],
+            "description": "Also in the X-Correlation-ID response header.",
+        },
+        "errors": {
+            "type": "array",
+            "description": "Validation errors only: one entry per invalid input.",
+            "items": {
+                "type": "object",
+                "required": ["field", "location", "message", "code"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "location": {"type": "string", "enum": ["body", "path", "query", "header"]},
+                    "message": {"type": "string"},
+                    "code": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+#: The OpenAPI content of every documented error response (the docs add an example).
+PROBLEM_CONTENT: dict[str, Any] = {
+    "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
+}
 
 HTTP_REQUESTS = Counter(
     "prequal_http_requests_total",
@@ -55,6 +95,9 @@ HTTP_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+#: Methods counted under their own name; any other (clients may send any token) is
+#: "OTHER", so a client can neither grow the label set nor put data into a label.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _log = get_logger(__name__)
 
 
@@ -68,18 +111,27 @@ def problem_body(
     correlation_id: str | None,
     errors: Sequence[FieldError] = (),
 ) -> dict[str, Any]:
-    """The one error shape of both APIs."""
+    """The one error shape of both APIs.
+
+    Whatever of the client's input it repeats (the path, field names) is PAN-masked: an
+    error body is logged and stored by clients and proxies as freely as a log line.
+    """
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + slug,
         "title": title,
         "status": status,
-        "detail": detail,
-        "instance": instance,
+        "detail": mask_pan(detail),
+        "instance": mask_pan(instance),
         "correlation_id": correlation_id,
     }
     if errors:
         body["errors"] = [
-            {"field": e.field, "location": e.location, "message": e.message, "code": e.code}
+            {
+                "field": mask_pan(e.field),
+                "location": e.location,
+                "message": mask_pan(e.message),
+                "code": e.code,
+            }
             for e in errors
         ]
     return body
@@ -141,6 +193,7 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
 
 
 _STATUS_TITLES = {
+    400: "Bad request",
     404: "Not found",
     405: "Method not allowed",
     413: "Payload too large",
@@ -168,6 +221,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        unparsable = _unparsable_body(exc)
+        if unparsable is not None:
+            return problem_response(request, unparsable)
         title = _STATUS_TITLES.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(
@@ -180,6 +236,31 @@ def install_error_handlers(app: FastAPI) -> None:
                 headers=dict(exc.headers or {}),
             ),
         )
+
+
+def _unparsable_body(exc: StarletteHTTPException) -> ProblemError | None:
+    """A body FastAPI could not parse as JSON, as the 422 every other malformed JSON gets.
+
+    FastAPI answers a ``JSONDecodeError`` with a validation error, but any other failure
+    to parse the body (bytes that are not UTF-8, nesting deeper than Python's recursion
+    limit) with a bare 400 whose cause is that failure.
+    """
+    cause = exc.__cause__
+    if exc.status_code != 400 or not isinstance(cause, ValueError | RecursionError):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        reason = "the body is not UTF-8 text"
+    elif isinstance(cause, RecursionError):
+        reason = "nested too deeply"
+    else:
+        reason = "cannot parse"
+    return ProblemError(
+        422,
+        "Validation failed",
+        "Invalid fields: body",
+        "validation-error",
+        [FieldError("body", f"Malformed JSON: {reason}", "body", "json_invalid")],
+    )
 
 
 class RequestContextMiddleware:
@@ -239,8 +320,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             # The route template, not the path: ids in paths would explode the label set.
             route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_REQUESTS.labels(self.service, route, scope["method"], str(status)).inc()
-            HTTP_SECONDS.labels(self.service, route, scope["method"]).observe(elapsed)
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+            HTTP_REQUESTS.labels(self.service, route, method, str(status)).inc()
+            HTTP_SECONDS.labels(self.service, route, method).observe(elapsed)
             _log.info(
                 "request",
                 method=scope["method"],
@@ -248,6 +330,185 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
+
+
+class BodyLimitExceeded(StarletteHTTPException):
+    """The request body is larger than the limit (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body exceeds {limit} bytes.")
+
+
+class UnsupportedMediaType(StarletteHTTPException):
+    """The request body is not ``application/json`` (415)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            415, "The request body must be application/json (UTF-8, charset optional)."
+        )
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether ``content_type`` is ``application/json``, with at most a UTF-8 charset."""
+    if not content_type:
+        return False
+    media_type, *params = (part.strip().lower() for part in content_type.split(";"))
+    if media_type != "application/json":
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() != "charset" or value.strip().strip('"') not in {"utf-8", "utf8"}:
+            return False
+    return True
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class RequestLimitsMiddleware:
+    """Request bodies: at most ``max_body_bytes``, and JSON.
+
+    A Content-Length above the limit is refused before anything is read. The body is
+    counted as it streams in as well, so a chunked or lying request cannot get past the
+    limit either: the read that crosses it fails with 413. The media type is checked when
+    the application reads the body, so only an operation that takes a body answers 415;
+    a 404 or 405 stays what it is. Both failures are HTTP exceptions, which FastAPI
+    re-raises from a body read and the error handlers render as problems.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _problem(scope, receive, send, BodyLimitExceeded(limit))
+            return
+        content_type = _header(scope, b"content-type")
+        received = 0
+        checked = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, checked
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            # Only a method that carries a body is held to JSON: a file response also
+            # calls receive() while streaming (to notice a disconnect), on a GET.
+            if not checked and scope["method"] in _BODY_METHODS:
+                checked = True
+                if not is_json_media_type(content_type):
+                    raise UnsupportedMediaType
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyLimitExceeded(limit)
+            return message
+
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except (BodyLimitExceeded, UnsupportedMediaType) as error:
+            # Normally rendered by the error handlers; this covers a read outside them.
+            if response_started:
+                raise
+            await _problem(scope, receive, send, error)
+
+
+async def _problem(
+    scope: Scope, receive: Receive, send: Send, error: StarletteHTTPException
+) -> None:
+    title = _STATUS_TITLES[error.status_code]
+    body = problem_body(
+        status=error.status_code,
+        title=title,
+        detail=str(error.detail),
+        slug=title.lower().replace(" ", "-"),
+        instance=scope["path"],
+        correlation_id=scope.get("state", {}).get("correlation_id"),
+    )
+    await ProblemResponse(body, status_code=error.status_code)(scope, receive, send)
+
+
+#: Documented on every operation that takes a request body.
+REQUEST_BODY_RESPONSES: dict[str, dict[str, Any]] = {
+    "413": {
+        "description": "The request body is larger than PREQUAL_HTTP_MAX_BODY_BYTES.",
+        **PROBLEM_CONTENT,
+    },
+    "415": {"description": "The request body is not application/json.", **PROBLEM_CONTENT},
+}
+#: Headers a browser client sends and may read (CORS).
+CORS_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Correlation-ID", "traceparent")
+CORS_EXPOSED_HEADERS = ("Location", "X-Correlation-ID", "Idempotent-Replayed", "Retry-After")
+
+
+def install_request_limits(app: FastAPI, settings: Settings) -> None:
+    """Bound and type-check request bodies of ``app``, and answer CORS when configured.
+
+    The middleware sits inside :class:`RequestContextMiddleware` whichever is installed
+    first, so a 413 or 415 carries the correlation id and is logged and counted like any
+    other answer. CORS (Starlette's middleware) is added only when
+    ``settings.cors_allow_origins`` names origins; without it no CORS header is sent.
+    Operations that take a body document the 413 and 415 problems in the OpenAPI document.
+    """
+    if app.middleware_stack is not None:
+        raise RuntimeError("install_request_limits must run before the app starts")
+    layers = [Middleware(RequestLimitsMiddleware, max_body_bytes=settings.http_max_body_bytes)]
+    if settings.cors_origins:
+        # Outside the limits: a preflight is answered without a body check, and a 413
+        # or 415 still carries the CORS headers a browser needs to read it.
+        layers.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=("GET", "POST"),
+                allow_headers=CORS_REQUEST_HEADERS,
+                expose_headers=CORS_EXPOSED_HEADERS,
+            ),
+        )
+    inside = next(
+        (
+            index + 1
+            for index, layer in enumerate(app.user_middleware)
+            if cast(object, layer.cls) is RequestContextMiddleware
+        ),
+        0,
+    )
+    app.user_middleware[inside:inside] = layers
+    _document_body_limits(app)
+
+
+def _document_body_limits(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if isinstance(operation, dict) and "requestBody" in operation:
+                    responses = operation.setdefault("responses", {})
+                    for code, response in REQUEST_BODY_RESPONSES.items():
+                        # A copy: later steps (examples) may fill in each response.
+                        responses.setdefault(code, copy.deepcopy(response))
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -275,6 +536,10 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
+#: The body of a healthy ``GET /health``.
+HEALTH_OK: dict[str, Any] = {"status": "ok", "checks": {"database": "ok"}}
+
+
 def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operation_id: str) -> None:
     """``GET /health``: 200 when the database answers, a 503 problem naming it otherwise."""
 
@@ -282,7 +547,10 @@ def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operatio
         "/health",
         operation_id=operation_id,
         summary="200 when the database answers, 503 naming it when it does not.",
-        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
+        responses={
+            200: {"content": {"application/json": {"example": HEALTH_OK}}},
+            503: {"description": "The database is not answering.", **PROBLEM_CONTENT},
+        },
     )
     async def health() -> dict[str, Any]:
         await check_database(engine, timeout_s)

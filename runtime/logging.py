@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 import structlog
 
-_PAN = re.compile(r"\b([A-Z]{5})([0-9]{4})([A-Z])\b")
+# No word boundaries: a PAN glued to other characters (``pan_ABCDE1234F``, a URL-encoded
+# ``%22ABCDE1234F``, ``IDABCDE1234F``) is still a PAN, and a stray match costs nothing.
+_PAN = re.compile(r"([A-Z]{5})([0-9]{4})([A-Z])")
 
 
 def mask_pan(text: str) -> str:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,34 @@ class RelayKind(StrEnum):
 
     POLLING = "polling"
     DEBEZIUM = "debezium"
+
+
+class Environment(StrEnum):
+    """Where a process runs; outside development, secrets must be real."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+#: Secret values refused outside development (compared case-insensitively): empty,
+#: the shipped defaults, and what people type when they mean "fill this in later".
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "prequal",
+        "postgres",
+        "changeme",
+        "change-me",
+        "change_me",
+        "password",
+        "secret",
+        "placeholder",
+        "example",
+        "todo",
+        "xxx",
+    }
+)
 
 
 class Settings(BaseSettings):
@@ -31,6 +59,14 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # A refused setting is reported by name; its value may be a secret.
+        hide_input_in_errors=True,
+    )
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="development, test or production; outside development every secret"
+        " must be set, and not to a placeholder, or the process refuses to start.",
     )
 
     # --- PostgreSQL -------------------------------------------------------------------
@@ -171,9 +207,44 @@ class Settings(BaseSettings):
     idempotency_key_ttl_s: PositiveInt = Field(
         24 * 3600, description="Lifetime of an Idempotency-Key, in seconds."
     )
+    http_max_body_bytes: PositiveInt = Field(
+        16 * 1024,
+        description="Largest request body the APIs read, in bytes; a larger one is refused"
+        " with 413 (by Content-Length, or while it streams).",
+    )
+    cors_allow_origins: str = Field(
+        "",
+        description="Browser origins allowed to call the APIs (CORS), comma separated;"
+        " empty sends no CORS headers at all.",
+    )
 
     # --- Logging ----------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level of every process.")
+
+    @model_validator(mode="after")
+    def _secrets_are_real_outside_development(self) -> Settings:
+        """Refuse an empty or placeholder secret anywhere but on a developer's machine."""
+        if self.environment is Environment.DEVELOPMENT:
+            return self
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if not isinstance(value, SecretStr):
+                continue
+            secret = value.get_secret_value()
+            default = field.default
+            shipped = default.get_secret_value() if isinstance(default, SecretStr) else None
+            if secret.strip().lower() in PLACEHOLDER_SECRETS or secret == shipped:
+                # The message names the variable, never the value.
+                raise ValueError(
+                    f"PREQUAL_{name.upper()} is empty or a placeholder; set a real secret"
+                    f" (PREQUAL_ENVIRONMENT={self.environment.value} refuses placeholders)"
+                )
+        return self
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The origins of ``cors_allow_origins``, without blanks."""
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
 
     def as_environment(self) -> dict[str, str]:
         """These settings as ``PREQUAL_*`` variables, to hand to a child process."""
@@ -216,7 +287,8 @@ def settings_table() -> str:
             default = "(secret)"
         elif isinstance(default, StrEnum):
             default = default.value
-        lines.append(f"| `PREQUAL_{name.upper()}` | `{default}` | {field.description} |")
+        shown = f"`{default}`" if default != "" else "(empty)"
+        lines.append(f"| `PREQUAL_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(lines)
 
 
