@@ -51,6 +51,23 @@ def _api_rows(record: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _api_cpu_lines(record: dict[str, Any]) -> list[str]:
+    """Cores used per process role at each outbox rate (the generator reports its own)."""
+    outbox = record["command_api"]["outbox"]
+    by_rate = outbox.get("cores_used_by_rate", {})
+    lines = []
+    for run in outbox["results"]:
+        cores = by_rate.get(f"{float(run['rate']):g}")
+        if not cores:
+            continue
+        used = ", ".join(f"{role} {value:.2f}" for role, value in cores.items())
+        lines.append(
+            f"- {run['rate']:,.0f}/s: {used}; load generator "
+            f"{run.get('client_cpu_pct', 0) / 100:.2f} (cores, of 2)"
+        )
+    return ["CPU per role during each outbox rate:", "", *lines] if lines else []
+
+
 def _sustained(record: dict[str, Any], mode: str) -> float | None:
     value = record["command_api"][mode]["sustained_rate"]
     return None if value is None else float(value)
@@ -156,6 +173,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"Highest rate with p99 ≤ {TARGET_API_P99_MS} ms and no error: outbox "
             f"{_fmt_rate(_sustained(record, 'outbox'))}, baseline "
             f"{_fmt_rate(_sustained(record, 'baseline_inline_publish'))}.",
+            "",
+            *_api_cpu_lines(record),
         ]
     if "postgres_ceiling" in record:
         ceiling = record["postgres_ceiling"]

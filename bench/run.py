@@ -36,8 +36,8 @@ from typing import Any
 import confluent_kafka
 import psycopg
 
-from bench import pgbench_ceiling, pipeline_bench, relay_drain, report
-from bench.loadgen import SweepResult, sweep
+from bench import cpu, pgbench_ceiling, pipeline_bench, relay_drain, report
+from bench.loadgen import LoadSpec, RateResult, SweepResult, run_rate_in_subprocess, sweep
 from bench.relay_latency import ROOT, _env
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
@@ -130,15 +130,24 @@ def command_api(admin: Settings, plan: Plan) -> dict[str, Any]:
     for mode, command in modes.items():
         pgbench_ceiling.clear_tables(settings)
         process = _serve(command, settings, f"api-{mode}")
+        cores: dict[str, dict[str, float]] = {}
+
+        def measured(spec: LoadSpec, cores: dict[str, dict[str, float]] = cores) -> RateResult:
+            before, started = cpu.snapshot(), time.perf_counter()
+            result = run_rate_in_subprocess(spec)
+            cores[f"{float(spec.rate):g}"] = cpu.usage(before, time.perf_counter() - started)
+            return result
+
         try:
             outcome: SweepResult = sweep(
                 f"http://127.0.0.1:{settings.command_api_port}",
                 plan.api_rates,
                 plan.api_seconds,
+                runner=measured,
             )
         finally:
             _stop(process)
-        results[mode] = outcome.to_dict()
+        results[mode] = {**outcome.to_dict(), "cores_used_by_rate": cores}
     return results
 
 
