@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from command_api.app import create_app
 from command_api.models import ApplicationRequest
-from command_api.submit import Accepted, SubmitApplication, SubmitContext
+from command_api.submit import (
+    STORE_APPLICATION_CTES,
+    Accepted,
+    SubmitApplication,
+    SubmitContext,
+)
 from outbox.append import OutboxMessage
 from outbox.headers import event_headers
 from runtime.db import create_engine, database_errors
@@ -33,16 +38,8 @@ from runtime.kafka import producer_config
 from runtime.logging import configure_logging
 from runtime.settings import Settings
 
-_STORE_WITHOUT_OUTBOX = """
-WITH application AS (
-    INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,
-                              loan_amount_inr, loan_type, status, created_at, updated_at)
-    VALUES (%(id)s, %(pan)s, %(name)s, %(income)s, %(amount)s, %(loan_type)s, 'PENDING',
-            %(now)s, %(now)s)
-)
-INSERT INTO application_status (application_id, status, submitted_at, updated_at, version)
-VALUES (%(id)s, 'PENDING', %(now)s, %(now)s, 1)
-"""
+# The application and projection rows exactly as ours stores them; no outbox row.
+_STORE_WITHOUT_OUTBOX = STORE_APPLICATION_CTES + "SELECT 1"
 
 _captured: contextvars.ContextVar[list[OutboxMessage]] = contextvars.ContextVar("captured")
 

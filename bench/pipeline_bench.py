@@ -19,7 +19,6 @@ Usage: ``python -m bench.pipeline_bench [--rates 100,200,300] [--seconds 20]``.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import psycopg
 from bench import cpu
 from bench.loadgen import LoadSpec, RateResult, percentile, run_rate_in_subprocess
 from bench.relay_latency import ROOT
+from bench.report import emit_json
 from runtime.settings import Settings
 from schema.migrate import upgrade
 from tests.support.infra import recreate_database
@@ -166,11 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     results = measure(Settings(), rates, args.seconds)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(results, args.out)
 
 
 if __name__ == "__main__":

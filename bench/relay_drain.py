@@ -18,7 +18,6 @@ Usage: ``python -m bench.relay_drain [--rows 50000] [--relays polling,debezium]`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,8 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.relay_latency import ROOT, _env
+from bench.report import emit_json
+from outbox.append import OUTBOX_COLUMNS, OutboxMessage
 from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
 from schema.migrate import upgrade
@@ -39,23 +40,11 @@ from tests.support.infra import recreate_database
 
 DATABASE = "prequal_bench_relay"
 
-_COLUMNS = (
-    "event_id",
-    "aggregatetype",
-    "aggregateid",
-    "type",
-    "topic",
-    "payload",
-    "correlation_id",
-    "causation_id",
-    "occurred_at",
-)
-
 
 def write_backlog(settings: Settings, rows: int) -> None:
     """COPY ``rows`` submitted events into the outbox in one transaction."""
     template = submitted_event(correlation_id="bench-drain")
-    statement = f"COPY outbox ({', '.join(_COLUMNS)}) FROM STDIN"
+    statement = f"COPY outbox ({', '.join(OUTBOX_COLUMNS)}) FROM STDIN"
     with (
         psycopg.connect(settings.psycopg_conninfo) as conn,
         conn.transaction(),
@@ -70,19 +59,9 @@ def write_backlog(settings: Settings, rows: int) -> None:
                     "data": template.data.model_copy(update={"application_id": aggregate_id}),
                 }
             )
-            copy.write_row(
-                (
-                    event.event_id,
-                    "application",
-                    str(aggregate_id),
-                    event.event_type.value,
-                    settings.topic_submitted,
-                    event.model_dump_json(),
-                    event.correlation_id,
-                    event.causation_id,
-                    event.occurred_at,
-                )
-            )
+            row = OutboxMessage(event, settings.topic_submitted).row()
+            row["payload"] = event.model_dump_json()
+            copy.write_row([row[column] for column in OUTBOX_COLUMNS])
 
 
 class Watermarks:
@@ -210,11 +189,7 @@ def main() -> None:
     for relay in args.relays.split(","):
         runner = drain_polling if relay == "polling" else drain_debezium
         results.append(runner(settings, args.rows))
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(results, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Needs the local servers (``make infra-up``); starts and stops Kafka Connect itse
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -27,6 +26,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer
 
+from bench.report import emit_json
 from outbox.append import OutboxMessage, append_sync
 from outbox.headers import EVENT_ID, header_value
 from runtime.kafka import ensure_topics
@@ -186,11 +186,7 @@ def main() -> None:
         measure(settings, relay, args.rate, args.seconds)
         for relay in (RelayKind.POLLING, RelayKind.DEBEZIUM)
     ]
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(results, args.out)
 
 
 if __name__ == "__main__":

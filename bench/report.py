@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,15 @@ def plot(record: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def emit_json(results: Any, out: Path | None) -> None:
+    """Print ``results`` as JSON and, when ``out`` is given, write them there too."""
+    text = json.dumps(results, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
 
 
 def write_docs(path: Path, text: str, begin: str, end: str) -> None:

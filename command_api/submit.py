@@ -32,7 +32,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # Data-modifying CTEs: three inserts, one statement, one commit. The column lists are
 # the same as the SQLAlchemy path's (_store and outbox.append); tests compare the rows.
-_SUBMIT_IN_ONE_STATEMENT = """
+STORE_APPLICATION_CTES = """
 WITH application AS (
     INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,
                               loan_amount_inr, loan_type, status, created_at, updated_at)
@@ -43,6 +43,8 @@ WITH application AS (
                                     version)
     VALUES (%(id)s, 'PENDING', %(now)s, %(now)s, 1)
 )
+"""
+_SUBMIT_IN_ONE_STATEMENT = STORE_APPLICATION_CTES + """
 INSERT INTO outbox (event_id, aggregatetype, aggregateid, type, topic, payload,
                     correlation_id, causation_id, traceparent, occurred_at)
 VALUES (%(event_id)s, %(aggregatetype)s, %(id)s::text, %(type)s, %(topic)s,

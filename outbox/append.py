@@ -62,7 +62,8 @@ async def append(conn: AsyncConnection, *messages: OutboxMessage) -> None:
         await conn.execute(insert_statement(list(messages)))
 
 
-_COLUMNS = (
+#: The outbox columns every writer fills (the rest have defaults).
+OUTBOX_COLUMNS = (
     "event_id",
     "aggregatetype",
     "aggregateid",
@@ -75,8 +76,8 @@ _COLUMNS = (
     "occurred_at",
 )
 _INSERT_SQL = (
-    f"INSERT INTO outbox ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column names
-    f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})"
+    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join(f'%({c})s' for c in OUTBOX_COLUMNS)})"
 )
 
 

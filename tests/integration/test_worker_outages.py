@@ -21,10 +21,11 @@ from tests.support.outbox import running
 def test_the_credit_worker_survives_a_broker_outage_mid_stream_with_each_report_once(
     settings: Settings,
 ) -> None:
-    # One message per transaction: enough work that the outage lands mid-stream even on
-    # an idle machine, where larger batches finished before the broker went down.
+    # One message per transaction, and enough of them (a transaction takes a few ms) that
+    # the outage lands mid-stream even on an idle machine: 2,000 were all done before the
+    # broker's shutdown completed once transactions stopped waiting 100 ms between them.
     small = settings.model_copy(update={"consumer_batch_size": 1})
-    events = [submitted_event() for _ in range(2000)]
+    events = [submitted_event() for _ in range(10_000)]
     produce_events(small, small.topic_submitted, events)
     expected = {
         str(derived_event_id(EventType.CREDIT_REPORT_GENERATED, e.event_id)) for e in events
