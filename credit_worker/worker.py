@@ -285,5 +285,6 @@ def _retrying(operation: Callable[[], None], stop: threading.Event) -> None:
                 isinstance(kafka_error, KafkaError) and kafka_error.retriable()
             ):
                 raise
+            RETRIES.labels(NAME).inc()
             _log.warning("credit_worker.retrying_transaction_step", error=str(kafka_error))
             stop.wait(backoff.next())

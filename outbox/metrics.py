@@ -40,7 +40,7 @@ HANDLE_SECONDS = Histogram(
 )
 RETRIES = Counter(
     "prequal_consumer_retries_total",
-    "Batches retried after a transient failure (database or broker unavailable).",
+    "Batches, or a transaction's commit, retried after a transient failure (server unavailable).",
     ["consumer"],
 )
 
