@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from credit_worker.report import credit_report
 from outbox.dead_letter import dead_letter_headers
@@ -23,7 +31,6 @@ from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.kafka import (
     consumer_config,
     ensure_topics,
-    first_offsets,
     next_batch,
     next_offsets,
     producer_config,
@@ -44,6 +51,7 @@ class CreditWorker:
         self._settings = settings
         self._timeout_s = settings.kafka_transaction_timeout_ms / 1000
         self._producer: Producer | None = None
+        self._resync = False
         self.assigned: list[TopicPartition] = []
 
     @property
@@ -73,6 +81,10 @@ class CreditWorker:
         backoff = Backoff()
         try:
             while not stop.is_set():
+                if self._resync:
+                    if not self._resync_positions(consumer):
+                        stop.wait(backoff.next())
+                    continue
                 messages = next_batch(
                     consumer,
                     settings.consumer_batch_size,
@@ -91,6 +103,37 @@ class CreditWorker:
         finally:
             consumer.close()
             _log.info("credit_worker.stopped")
+
+    def _resync_positions(self, consumer: Consumer) -> bool:
+        """Seek every assigned partition to the group's committed offset; False to retry.
+
+        The new producer fences the abandoned one; its ``init_transactions`` waits until
+        the coordinator has completed or aborted that transaction, so the committed
+        offsets read after it include the batch if (and only if) it was committed.
+        """
+        try:
+            self._current_producer()
+            partitions = consumer.assignment()
+            committed = (
+                consumer.committed(partitions, timeout=self._timeout_s) if partitions else []
+            )
+        except KafkaException as error:
+            _log.warning("credit_worker.resync_failed", error=str(error))
+            return False
+        for position in committed:
+            offset = position.offset if position.offset >= 0 else OFFSET_BEGINNING
+            try:
+                consumer.seek(TopicPartition(position.topic, position.partition, offset))
+            except KafkaException as seek_error:
+                # The partition moved to another member, which starts from the same
+                # committed offset.
+                _log.info("credit_worker.seek_skipped", error=str(seek_error))
+        self._resync = False
+        _log.info(
+            "credit_worker.resynced",
+            positions=[f"{p.topic}[{p.partition}]@{p.offset}" for p in committed],
+        )
+        return True
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = list(partitions)
@@ -145,10 +188,10 @@ class CreditWorker:
         except StuckCall as stuck:
             # The call is still blocked inside librdkafka: leave that producer alone.
             self._producer = None
-            self._abandon(consumer, stuck.error, batch)
+            self._abandon(stuck.error, batch)
             return False
         except KafkaException as error:
-            self._abandon(consumer, error.args[0] if error.args else None, batch)
+            self._abandon(error.args[0] if error.args else None, batch)
             return False
         HANDLE_SECONDS.labels(NAME).observe(time.perf_counter() - started)
         CONSUMED.labels(NAME, "applied").inc(produced)
@@ -198,8 +241,16 @@ class CreditWorker:
             produced += 1
         return produced, dead
 
-    def _abandon(self, consumer: Consumer, error: KafkaError | None, batch: list[Message]) -> None:
-        """Abort, replace the producer, and rewind the consumer to the batch start.
+    def _abandon(self, error: KafkaError | None, batch: list[Message]) -> None:
+        """Abort, replace the producer, and resume from the group's committed offsets.
+
+        Rewinding to the batch start would be wrong when the failure was only the
+        client's view: a commit that timed out while the broker was away may still
+        complete on the coordinator, and reprocessing the batch would then commit every
+        report twice (the broker-outage test caught exactly that). So the positions are
+        resynchronised (:meth:`_resync_positions`) after the new producer's
+        ``init_transactions``, which returns only once the old transaction is committed
+        or aborted.
 
         A producer that has just failed a transaction is not reused: after a broker outage
         librdkafka (2.x) was seen to block in ``send_offsets_to_transaction`` well past its
@@ -219,13 +270,8 @@ class CreditWorker:
             except KafkaException as abort_error:
                 _log.info("credit_worker.abort_failed", error=str(abort_error))
             producer.purge(in_queue=True, in_flight=True, blocking=False)
-        for partition in first_offsets(batch):
-            try:
-                consumer.seek(partition)
-            except KafkaException as seek_error:
-                # The partition moved to another member; its committed offset still
-                # points at this batch, so that member starts from there.
-                _log.info("credit_worker.seek_skipped", error=str(seek_error))
+        # Where to resume is decided once the coordinator has finished this transaction.
+        self._resync = True
 
 
 class StuckCall(KafkaException):
