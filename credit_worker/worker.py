@@ -31,6 +31,7 @@ from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.kafka import (
     consumer_config,
     ensure_topics,
+    first_offsets,
     next_batch,
     next_offsets,
     producer_config,
@@ -52,6 +53,9 @@ class CreditWorker:
         self._timeout_s = settings.kafka_transaction_timeout_ms / 1000
         self._producer: Producer | None = None
         self._resync = False
+        # The next offset of every partition as of this process's own committed
+        # transactions: a floor for where to resume (see _resume_positions).
+        self._committed: dict[tuple[str, int], int] = {}
         self.assigned: list[TopicPartition] = []
 
     @property
@@ -105,37 +109,79 @@ class CreditWorker:
             _log.info("credit_worker.stopped")
 
     def _resync_positions(self, consumer: Consumer) -> bool:
-        """Seek every assigned partition to the group's committed offset; False to retry.
+        """Seek every assigned partition to where its next batch starts; False to retry.
 
         The new producer fences the abandoned one; its ``init_transactions`` waits until
         the coordinator has completed or aborted that transaction, so the committed
-        offsets read after it include the batch if (and only if) it was committed.
+        offsets read after it include the batch if it was committed.
         """
         try:
             self._current_producer()
-            partitions = consumer.assignment()
-            committed = (
-                consumer.committed(partitions, timeout=self._timeout_s) if partitions else []
-            )
+            positions = self._resume_positions(consumer, consumer.assignment())
         except KafkaException as error:
             _log.warning("credit_worker.resync_failed", error=str(error))
+            # A rebalance the consumer owes the group (its session expired during the
+            # outage) is only served by a poll, and until then the offset fetch was seen
+            # to time out, attempt after attempt. What the poll returns is dropped: the
+            # seek below sets every position again.
+            consumer.poll(0)
             return False
-        for position in committed:
-            offset = position.offset if position.offset >= 0 else OFFSET_BEGINNING
+        for position in positions:
             try:
-                consumer.seek(TopicPartition(position.topic, position.partition, offset))
+                consumer.seek(position)
             except KafkaException as seek_error:
-                # The partition moved to another member, which starts from the same
+                # The partition moved to another member, which resumes from the group's
                 # committed offset.
                 _log.info("credit_worker.seek_skipped", error=str(seek_error))
         self._resync = False
         _log.info(
             "credit_worker.resynced",
-            positions=[f"{p.topic}[{p.partition}]@{p.offset}" for p in committed],
+            positions=[f"{p.topic}[{p.partition}]@{p.offset}" for p in positions],
         )
         return True
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _resume_positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """The group's committed offsets, never behind what this process committed itself.
+
+        After a broker restart the group coordinator was seen to answer with the offsets
+        from *before* the last transaction committed ahead of the outage (its reports
+        were visible to ``read_committed`` readers, its offsets were not), for as long as
+        it was asked. Resuming there produced every report of that batch twice. A
+        transaction whose commit returned is certain, so its offsets are a floor.
+        """
+        if not partitions:
+            return []
+        committed = consumer.committed(partitions, timeout=self._timeout_s)
+        positions = []
+        for position in committed:
+            known = self._committed.get((position.topic, position.partition), -1)
+            if known >= 0 and known > position.offset:
+                _log.warning(
+                    "credit_worker.stale_committed_offset",
+                    partition=f"{position.topic}[{position.partition}]",
+                    group_says=position.offset,
+                    committed_here=known,
+                )
+            offset = max(position.offset, known)
+            positions.append(
+                TopicPartition(
+                    position.topic, position.partition, offset if offset >= 0 else OFFSET_BEGINNING
+                )
+            )
+        return positions
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if any((p.topic, p.partition) in self._committed for p in partitions):
+            # Back on partitions this process committed before: the same floor as after a
+            # failed transaction, or a stale offset from the coordinator replays a batch.
+            try:
+                partitions = self._resume_positions(consumer, partitions)
+            except KafkaException as error:
+                # The assignment must go ahead; the guard is lost for this once.
+                _log.warning("credit_worker.assign_offsets_unknown", error=str(error))
+            consumer.assign(partitions)
         self.assigned = list(partitions)
         _log.info(
             "credit_worker.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
@@ -185,6 +231,8 @@ class CreditWorker:
                 ),
                 stop,
             )
+            for offset in offsets:
+                self._committed[(offset.topic, offset.partition)] = offset.offset
         except StuckCall as stuck:
             # The call is still blocked inside librdkafka: leave that producer alone.
             self._producer = None
@@ -259,7 +307,12 @@ class CreditWorker:
         ``init_transactions`` per failure, nothing on the happy path.
         """
         RETRIES.labels(NAME).inc()
-        _log.warning("credit_worker.transaction_failed", error=str(error), messages=len(batch))
+        _log.warning(
+            "credit_worker.transaction_failed",
+            error=str(error),
+            messages=len(batch),
+            first=[f"{p.topic}[{p.partition}]@{p.offset}" for p in first_offsets(batch)],
+        )
         producer, self._producer = self._producer, None
         if producer is not None:
             try:

@@ -22,6 +22,7 @@ class Received:
 
     topic: str
     partition: int
+    offset: int
     key: str | None
     value: bytes
     headers: dict[str, str]
@@ -63,6 +64,7 @@ def consume(
                 Received(
                     topic=message.topic() or topic,
                     partition=message.partition() or 0,
+                    offset=message.offset() or 0,
                     key=key.decode() if isinstance(key, bytes) else None,
                     value=message.value() or b"",
                     headers=_headers(message.headers()),
@@ -99,7 +101,15 @@ def event_ids(messages: list[Received]) -> list[str]:
 def produce(settings: Settings, topic: str, values: Sequence[tuple[str, bytes, Headers]]) -> None:
     """Put raw (key, value, headers) messages on ``topic`` and wait until they are acknowledged."""
     ensure_topics(settings, [topic])
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    # Idempotent: a retried request must not put a message on the topic twice, or a test
+    # counting what a worker made of the input would blame the worker for it.
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "acks": "all",
+            "enable.idempotence": True,
+        }
+    )
     for key, value, headers in values:
         producer.produce(topic, value=value, key=key.encode(), headers=headers)
     assert producer.flush(15) == 0, "test messages were not acknowledged"
