@@ -22,12 +22,13 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from command_api.app import create_app
+from command_api.group_commit import numbered_parameters
 from command_api.models import ApplicationRequest
 from command_api.submit import (
-    STORE_APPLICATION_CTES,
     Accepted,
     SubmitApplication,
     SubmitContext,
+    store_applications_ctes,
 )
 from outbox.append import OutboxMessage
 from outbox.headers import event_headers
@@ -38,8 +39,9 @@ from runtime.kafka import producer_config
 from runtime.logging import configure_logging
 from runtime.settings import Settings
 
-# The application and projection rows exactly as ours stores them; no outbox row.
-_STORE_WITHOUT_OUTBOX = STORE_APPLICATION_CTES + "SELECT 1"
+# The application and projection rows exactly as ours stores them; no outbox row. One
+# statement per request: the original design had no group commit either.
+_STORE_WITHOUT_OUTBOX = store_applications_ctes(1) + "SELECT 1"
 
 _captured: contextvars.ContextVar[list[OutboxMessage]] = contextvars.ContextVar("captured")
 
@@ -75,7 +77,7 @@ class InlinePublishSubmit(SubmitApplication):
         message, params = self._statement_parameters(request, ctx)
         async with database_errors(), self._engine.connect() as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.exec_driver_sql(_STORE_WITHOUT_OUTBOX, params)
+            await autocommit.exec_driver_sql(_STORE_WITHOUT_OUTBOX, numbered_parameters([params]))
         _captured.get().append(message)
         return Accepted(message.envelope.aggregate_id)
 

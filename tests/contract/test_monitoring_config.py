@@ -208,6 +208,7 @@ def compact(expr: str) -> str:
     [
         ("PrequalApiServerErrors", ">0.01", "5m"),
         ("PrequalSubmitLatencyHigh", ">0.05", "10m"),
+        ("PrequalSubmitGroupsNearCap", ">32", "10m"),
         ("PrequalOutboxBacklog", ">1000", "5m"),
         ("PrequalOutboxStuck", ">30", None),
         ("PrequalRelayFailedBatches", ">0", None),
