@@ -71,7 +71,8 @@ class GroupCommit:
         self._statement = lru_cache(maxsize=max_rows)(statement)
         self._max_rows = max_rows
         self._max_in_flight = max_in_flight
-        self._slots = asyncio.Semaphore(max_in_flight)
+        # Made on first use: a semaphore belongs to one event loop.
+        self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[_Waiting] = []
         self._flushing = False
@@ -80,14 +81,15 @@ class GroupCommit:
     async def write(self, row: Mapping[str, Any]) -> None:
         """Return once ``row``'s application is committed; raise the database's error if not."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # A semaphore belongs to one event loop; an app served again (tests) gets a new one.
+        if self._slots is None or loop is not self._loop:
+            # An app served again on another loop (tests) gets a semaphore of its own.
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_in_flight)
+        slots = self._slots
         future: asyncio.Future[None] = loop.create_future()
         self._waiting.append((row, future))
         if not self._flushing:
             self._flushing = True
-            self._keep(loop.create_task(self._flush(self._slots)))
+            self._keep(loop.create_task(self._flush(slots)))
         await future
 
     def _keep(self, task: asyncio.Task[None]) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from command_api.group_commit import GroupCommit, numbered_rows
 from command_api.models import ApplicationRequest
-from outbox.append import OutboxMessage, append
+from outbox.append import OUTBOX_COLUMNS, OutboxMessage, append
 from runtime.db import database_errors
 from runtime.errors import Conflict, FieldError, ValidationProblem
 from runtime.logging import get_logger
@@ -37,6 +37,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _APPLICATION_ROW = """(%(id)s, %(pan)s, %(name)s, %(income)s, %(amount)s, %(loan_type)s,
     'PENDING', %(now)s, %(now)s)"""
 _PROJECTION_ROW = "(%(id)s, 'PENDING', %(now)s, %(now)s, 1)"
+# In OUTBOX_COLUMNS order.
 _OUTBOX_ROW = """(%(event_id)s, %(aggregatetype)s, %(id)s::text, %(type)s, %(topic)s,
     %(payload)s::jsonb, %(correlation_id)s, %(causation_id)s, %(traceparent)s, %(now)s)"""
 
@@ -59,8 +60,7 @@ WITH application AS (
 def submit_statement(count: int) -> str:
     """One statement storing ``count`` applications, their projection rows and events."""
     return store_applications_ctes(count) + f"""
-INSERT INTO outbox (event_id, aggregatetype, aggregateid, type, topic, payload,
-                    correlation_id, causation_id, traceparent, occurred_at)
+INSERT INTO outbox ({", ".join(OUTBOX_COLUMNS)})
 VALUES {numbered_rows(_OUTBOX_ROW, count)}
 """  # noqa: S608 — as above
 

@@ -560,6 +560,14 @@ def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operatio
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+# Our middleware writes the request log, not uvicorn; a stop lets requests finish for 10 s.
+_UVICORN: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "timeout_graceful_shutdown": 10,
+}
+
+
 def serve_workers(factory: str, host: str, port: int, workers: int) -> None:
     """Serve the app built by ``factory`` ("module:function") in ``workers`` processes.
 
@@ -573,16 +581,7 @@ def serve_workers(factory: str, host: str, port: int, workers: int) -> None:
         created = tempfile.mkdtemp(prefix="prequal-metrics-")
         os.environ[MULTIPROC_ENV] = created
     try:
-        uvicorn.run(
-            factory,
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+        uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, **_UVICORN)
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -590,11 +589,4 @@ def serve_workers(factory: str, host: str, port: int, workers: int) -> None:
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Serve ``app`` with uvicorn; our middleware writes the request log, not uvicorn."""
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(app, host=host, port=port, **_UVICORN)
