@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -24,6 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from credit_worker.ledger import CommitLedger, Position
 from credit_worker.report import credit_report
 from outbox.dead_letter import dead_letter_headers
 from outbox.headers import TRACEPARENT, event_headers, header_value
@@ -35,6 +37,7 @@ from runtime.kafka import (
     next_batch,
     next_offsets,
     producer_config,
+    visible_positions,
 )
 from runtime.logging import get_logger
 from runtime.process import Backoff
@@ -53,9 +56,8 @@ class CreditWorker:
         self._timeout_s = settings.kafka_transaction_timeout_ms / 1000
         self._producer: Producer | None = None
         self._resync = False
-        # The next offset of every partition as of this process's own committed
-        # transactions: a floor for where to resume (see _resume_positions).
-        self._committed: dict[tuple[str, int], int] = {}
+        # What this process committed, to check the group's offsets against.
+        self._ledger = CommitLedger()
         self.assigned: list[TopicPartition] = []
 
     @property
@@ -94,6 +96,11 @@ class CreditWorker:
                     settings.consumer_batch_size,
                     linger_s=settings.consumer_batch_linger_ms / 1000,
                 )
+                if self._resync:
+                    # A rebalance during the poll handed back partitions this process
+                    # committed on: what was fetched from the group's offsets is dropped,
+                    # and the resync seeks to the checked positions.
+                    continue
                 batch = [m for m in messages if m.error() is None]
                 for message in messages:
                     if message.error() is not None:
@@ -143,28 +150,31 @@ class CreditWorker:
     def _resume_positions(
         self, consumer: Consumer, partitions: list[TopicPartition]
     ) -> list[TopicPartition]:
-        """The group's committed offsets, never behind what this process committed itself.
+        """The group's committed offsets, checked against this process's own commits.
 
-        After a broker restart the group coordinator was seen to answer with the offsets
-        from *before* the last transaction committed ahead of the outage (its reports
-        were visible to ``read_committed`` readers, its offsets were not), for as long as
-        it was asked. Resuming there produced every report of that batch twice. A
-        transaction whose commit returned is certain, so its offsets are a floor.
+        Where the group is behind what this process committed, the output topic decides
+        (:mod:`credit_worker.ledger`): resume at the first input whose report is not
+        visible, and skip the later ones whose reports are.
         """
         if not partitions:
             return []
         committed = consumer.committed(partitions, timeout=self._timeout_s)
         positions = []
         for position in committed:
-            known = self._committed.get((position.topic, position.partition), -1)
-            if known >= 0 and known > position.offset:
+            offset = position.offset
+            dispute = self._ledger.dispute(position)
+            if dispute is not None:
+                outputs = {o for o in dispute.outputs.values() if o is not None}
+                visible = visible_positions(self._settings, outputs, self._timeout_s)
+                offset = self._ledger.settle(dispute, visible)
                 _log.warning(
                     "credit_worker.stale_committed_offset",
                     partition=f"{position.topic}[{position.partition}]",
                     group_says=position.offset,
-                    committed_here=known,
+                    committed_here=dispute.committed_here,
+                    reports_visible=len(visible),
+                    resume_at=offset,
                 )
-            offset = max(position.offset, known)
             positions.append(
                 TopicPartition(
                     position.topic, position.partition, offset if offset >= 0 else OFFSET_BEGINNING
@@ -172,16 +182,12 @@ class CreditWorker:
             )
         return positions
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if any((p.topic, p.partition) in self._committed for p in partitions):
-            # Back on partitions this process committed before: the same floor as after a
-            # failed transaction, or a stale offset from the coordinator replays a batch.
-            try:
-                partitions = self._resume_positions(consumer, partitions)
-            except KafkaException as error:
-                # The assignment must go ahead; the guard is lost for this once.
-                _log.warning("credit_worker.assign_offsets_unknown", error=str(error))
-            consumer.assign(partitions)
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if any(self._ledger.knows(p.topic, p.partition) for p in partitions):
+            # Back on partitions this process committed on: a stale offset from the
+            # coordinator would replay or skip a batch, so the positions are checked
+            # (the resync) before anything is consumed.
+            self._resync = True
         self.assigned = list(partitions)
         _log.info(
             "credit_worker.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
@@ -217,7 +223,8 @@ class CreditWorker:
         try:
             producer = self._current_producer()
             producer.begin_transaction()
-            produced, dead = self._produce_all(producer, batch)
+            outputs: dict[Position, Position] = {}
+            produced, dead = self._produce_all(producer, batch, outputs)
             offsets = next_offsets(batch)
             metadata = consumer.consumer_group_metadata()
             _with_deadline(
@@ -231,8 +238,10 @@ class CreditWorker:
                 ),
                 stop,
             )
-            for offset in offsets:
-                self._committed[(offset.topic, offset.partition)] = offset.offset
+            # Delivery reports were served by the commit's flush; a poll serves any left.
+            producer.poll(0)
+            self._ledger.record(offsets, outputs)
+            self._ledger.consumed(_position(m) for m in batch)
         except StuckCall as stuck:
             # The call is still blocked inside librdkafka: leave that producer alone.
             self._producer = None
@@ -247,10 +256,17 @@ class CreditWorker:
             CONSUMED.labels(NAME, "dead_lettered").inc(dead)
         return True
 
-    def _produce_all(self, producer: Producer, batch: list[Message]) -> tuple[int, int]:
+    def _produce_all(
+        self, producer: Producer, batch: list[Message], outputs: dict[Position, Position]
+    ) -> tuple[int, int]:
+        """Produce each input's report or dead letter; ``outputs`` gets where each went."""
         produced = dead = 0
         now = datetime.now(UTC)
         for message in batch:
+            source = _position(message)
+            if self._ledger.already_reported(source):
+                continue
+            delivered = partial(_delivered, outputs, source)
             try:
                 event = decode_event(message.value())
                 if not isinstance(event, SubmittedEvent):
@@ -270,6 +286,7 @@ class CreditWorker:
                     value=message.value(),
                     key=message.key(),
                     headers=dead_letter_headers(message, NAME, str(error)),
+                    on_delivery=delivered,
                 )
                 dead += 1
                 continue
@@ -285,6 +302,7 @@ class CreditWorker:
                     report.causation_id,
                     header_value(message.headers(), TRACEPARENT),
                 ),
+                on_delivery=delivered,
             )
             produced += 1
         return produced, dead
@@ -325,6 +343,18 @@ class CreditWorker:
             producer.purge(in_queue=True, in_flight=True, blocking=False)
         # Where to resume is decided once the coordinator has finished this transaction.
         self._resync = True
+
+
+def _position(message: Message) -> Position:
+    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
+def _delivered(
+    outputs: dict[Position, Position], source: Position, error: KafkaError | None, sent: Message
+) -> None:
+    """Delivery report: note where the output of input ``source`` landed."""
+    if error is None:
+        outputs[source] = _position(sent)
 
 
 class StuckCall(KafkaException):

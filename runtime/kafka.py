@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -160,3 +162,57 @@ def kafka_check(settings: Settings) -> Callable[[], None]:
         admin.list_topics(timeout=2.0)
 
     return check
+
+
+def visible_positions(
+    settings: Settings, positions: Iterable[tuple[str, int, int]], timeout_s: float
+) -> set[tuple[str, int, int]]:
+    """Which of the (topic, partition, offset) records a ``read_committed`` reader sees.
+
+    A record of a committed transaction is seen; one of an aborted transaction is skipped
+    by the reader, which moves past it. Raises :class:`KafkaException` (timed out) when a
+    position cannot be passed in time: its transaction is still open, or the broker is
+    away, so neither answer would be true yet.
+    """
+    wanted = set(positions)
+    span: dict[tuple[str, int], tuple[int, int]] = {}
+    for topic, partition, offset in wanted:
+        low, high = span.get((topic, partition), (offset, offset))
+        span[(topic, partition)] = (min(low, offset), max(high, offset))
+    if not span:
+        return set()
+    consumer = Consumer(
+        consumer_config(
+            settings, f"prequal-verify-{uuid.uuid4()}", **{"enable.partition.eof": True}
+        )
+    )
+    seen: set[tuple[str, int, int]] = set()
+    try:
+        consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in span.items()])
+        pending = set(span)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._TIMED_OUT,
+                        f"could not read past {sorted(pending)} in {timeout_s:.0f} s",
+                    )
+                )
+            message = consumer.poll(0.1)
+            if message is None:
+                continue
+            key = (message.topic() or "", message.partition() or 0)
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(error)
+            if error is None:
+                seen.add((*key, message.offset() or 0))
+            # At the end of what a read_committed reader may see (the last stable offset),
+            # or past the highest position: every position below is decided.
+            position = consumer.position([TopicPartition(*key)])[0].offset
+            if key in span and position > span[key][1]:
+                pending.discard(key)
+    finally:
+        consumer.close()
+    return seen & wanted

@@ -7,6 +7,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
+from confluent_kafka import Consumer, TopicPartition
+
 from credit_worker.worker import CreditWorker
 from runtime.settings import Settings
 from schema.events import EventType, derived_event_id
@@ -122,3 +124,52 @@ def test_the_worker_killed_mid_batch_and_restarted_reports_each_application_exac
     assert max(counts.values()) == 1
     assert second.popen.poll() is None
     assert uuid.UUID(next(iter(counts)))
+
+
+def test_a_group_offset_rewound_behind_the_workers_own_commits_reports_nothing_twice(
+    settings: Settings,
+) -> None:
+    # What the group coordinator was seen to do after a broker restart: answer with
+    # offsets from before the worker's last transactions, whose reports were visible.
+    first = [submitted_event() for _ in range(12)]
+    produce_events(settings, settings.topic_submitted, first)
+    worker = CreditWorker(settings)
+    with running(worker.run):
+        consume(settings, settings.topic_credit_reports, until=count_at_least(12))
+    _rewind_group(settings, settings.group_credit_worker, settings.topic_submitted)
+
+    later = [submitted_event() for _ in range(5)]
+    produce_events(settings, settings.topic_submitted, later)
+    expected = {
+        str(derived_event_id(EventType.CREDIT_REPORT_GENERATED, e.event_id))
+        for e in [*first, *later]
+    }
+    with running(worker.run):  # the same process: it remembers what it committed
+        consume(settings, settings.topic_credit_reports, until=has_events(expected))
+        # Reading on for a while gives a batch replayed from the rewound offsets, had
+        # they been used, time to show up as an 18th report.
+        reports = consume(
+            settings, settings.topic_credit_reports, until=count_at_least(18), timeout_s=5
+        )
+
+    counts = Counter(r.headers["event_id"] for r in reports)
+    assert set(counts) == expected
+    assert max(counts.values()) == 1
+
+
+def _rewind_group(settings: Settings, group: str, topic: str) -> None:
+    """Commit offset 0 on every partition of ``topic`` for ``group`` (which has no members)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, 0) for p in partitions], asynchronous=False
+        )
+    finally:
+        consumer.close()
