@@ -31,6 +31,7 @@ from outbox.dead_letter import dead_letter_headers
 from outbox.headers import TRACEPARENT, event_headers, header_value
 from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.kafka import (
+    UnreadablePositions,
     consumer_config,
     ensure_topics,
     first_offsets,
@@ -165,7 +166,7 @@ class CreditWorker:
             dispute = self._ledger.dispute(position)
             if dispute is not None:
                 outputs = {o for o in dispute.outputs.values() if o is not None}
-                visible = visible_positions(self._settings, outputs, self._timeout_s)
+                visible = self._visible(outputs)
                 offset = self._ledger.settle(dispute, visible)
                 _log.warning(
                     "credit_worker.stale_committed_offset",
@@ -181,6 +182,51 @@ class CreditWorker:
                 )
             )
         return positions
+
+    def _visible(self, outputs: set[Position]) -> set[Position]:
+        """Which of this process's outputs ``read_committed`` readers see.
+
+        If a transaction left open blocks the way, it is aborted first
+        (:meth:`_abort_left_open`) and the outputs are read again.
+        """
+        try:
+            return visible_positions(self._settings, outputs, self._timeout_s)
+        except UnreadablePositions as blocked:
+            self._abort_left_open(blocked.partitions)
+            return visible_positions(self._settings, outputs, self._timeout_s)
+
+    def _abort_left_open(self, partitions: set[tuple[str, int]]) -> None:
+        """End, as aborted, whatever this transactional id left open on ``partitions``.
+
+        Kafka 4.3.1 was seen to complete a transaction without writing its marker to some
+        of its partitions, when their leader was offline as the single broker stopped or
+        started ("Couldn't find leader endpoint ... likely deleted already and hence can
+        be skipped"). The records there stay open until the next marker of the same
+        producer id, and every ``read_committed`` reader of the partition stops in front
+        of them. An aborted transaction that writes to the partition ends them: its abort
+        marker closes everything the producer id left open there. The one record it
+        writes is aborted too, so no consumer ever reads it. If the transaction was in
+        fact still being committed, the coordinator finishes that first (the new one
+        cannot start before), and nothing of it is undone.
+        """
+        _log.warning(
+            "credit_worker.aborting_open_transaction",
+            partitions=[f"{topic}[{partition}]" for topic, partition in sorted(partitions)],
+        )
+        producer = self._current_producer()
+        try:
+            producer.begin_transaction()
+            for topic, partition in sorted(partitions):
+                producer.produce(topic, partition=partition, value=None, headers=_FENCE_HEADERS)
+            if producer.flush(self._timeout_s):
+                raise KafkaException(
+                    KafkaError(KafkaError._TIMED_OUT, "the fencing record was not delivered")
+                )
+            _with_deadline(lambda: producer.abort_transaction(self._timeout_s), self._timeout_s + 5)
+        except KafkaException:
+            # The next resync starts over with a new producer, which aborts this one.
+            self._producer = None
+            raise
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if any(self._ledger.knows(p.topic, p.partition) for p in partitions):
@@ -343,6 +389,12 @@ class CreditWorker:
             producer.purge(in_queue=True, in_flight=True, blocking=False)
         # Where to resume is decided once the coordinator has finished this transaction.
         self._resync = True
+
+
+# On the record an aborted transaction writes to end what was left open (never read).
+_FENCE_HEADERS: list[tuple[str, str | bytes | None]] = [
+    ("prequal_fence", b"closes a transaction left open")
+]
 
 
 def _position(message: Message) -> Position:

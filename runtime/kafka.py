@@ -164,13 +164,27 @@ def kafka_check(settings: Settings) -> Callable[[], None]:
     return check
 
 
+class UnreadablePositions(KafkaException):
+    """A ``read_committed`` reader could not get past some positions in time."""
+
+    def __init__(self, partitions: set[tuple[str, int]], timeout_s: float) -> None:
+        super().__init__(
+            KafkaError(
+                KafkaError._TIMED_OUT,
+                f"could not read past {sorted(partitions)} in {timeout_s:.0f} s: "
+                "a transaction is open there, or the broker is away",
+            )
+        )
+        self.partitions = partitions
+
+
 def visible_positions(
     settings: Settings, positions: Iterable[tuple[str, int, int]], timeout_s: float
 ) -> set[tuple[str, int, int]]:
     """Which of the (topic, partition, offset) records a ``read_committed`` reader sees.
 
     A record of a committed transaction is seen; one of an aborted transaction is skipped
-    by the reader, which moves past it. Raises :class:`KafkaException` (timed out) when a
+    by the reader, which moves past it. Raises :class:`UnreadablePositions` when a
     position cannot be passed in time: its transaction is still open, or the broker is
     away, so neither answer would be true yet.
     """
@@ -193,12 +207,7 @@ def visible_positions(
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
-                raise KafkaException(
-                    KafkaError(
-                        KafkaError._TIMED_OUT,
-                        f"could not read past {sorted(pending)} in {timeout_s:.0f} s",
-                    )
-                )
+                raise UnreadablePositions(pending, timeout_s)
             message = consumer.poll(0.1)
             if message is None:
                 continue

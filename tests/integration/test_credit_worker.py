@@ -7,9 +7,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, TopicPartition
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from credit_worker.worker import CreditWorker
+from runtime.kafka import UnreadablePositions, ensure_topics, producer_config, visible_positions
 from runtime.settings import Settings
 from schema.events import EventType, derived_event_id
 from tests.support.events import submitted_event
@@ -173,3 +175,46 @@ def _rewind_group(settings: Settings, group: str, topic: str) -> None:
         )
     finally:
         consumer.close()
+
+
+def test_aborting_what_the_worker_left_open_adds_nothing_a_reader_sees(
+    settings: Settings,
+) -> None:
+    event = submitted_event()
+    produce_events(settings, settings.topic_submitted, [event])
+    worker = CreditWorker(settings)
+    with running(worker.run):
+        [report] = consume(settings, settings.topic_credit_reports, until=count_at_least(1))
+
+    worker._abort_left_open({(settings.topic_credit_reports, report.partition)})
+
+    everything = consume(
+        settings,
+        settings.topic_credit_reports,
+        until=count_at_least(2),
+        isolation="read_uncommitted",
+    )
+    assert [r.headers.get("prequal_fence") is not None for r in everything] == [False, True]
+    committed = consume(
+        settings, settings.topic_credit_reports, until=count_at_least(2), timeout_s=3
+    )
+    assert [r.headers["event_id"] for r in committed] == [report.headers["event_id"]]
+    position = (settings.topic_credit_reports, report.partition, report.offset)
+    assert visible_positions(settings, [position], timeout_s=10) == {position}
+
+
+def test_a_transaction_another_producer_left_open_is_not_guessed_past(
+    settings: Settings,
+) -> None:
+    ensure_topics(settings, [settings.topic_credit_reports])
+    other = Producer(producer_config(settings, **{"transactional.id": f"t-{uuid.uuid4()}"}))
+    other.init_transactions(10)
+    other.begin_transaction()
+    other.produce(settings.topic_credit_reports, value=b"open", partition=0)
+    other.flush(10)
+    worker = CreditWorker(settings.model_copy(update={"kafka_transaction_timeout_ms": 2_000}))
+    try:
+        with pytest.raises(UnreadablePositions):
+            worker._visible({(settings.topic_credit_reports, 0, 0)})
+    finally:
+        other.abort_transaction(10)

@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, TopicPartition
 import credit_worker.worker as worker_module
 from credit_worker.ledger import CommitLedger, Position
 from credit_worker.worker import CreditWorker
+from runtime.kafka import UnreadablePositions
 from runtime.settings import Settings
 
 IN = "submitted"
@@ -152,3 +153,27 @@ def test_no_partitions_means_no_offset_fetch() -> None:
 
     assert _resume(CreditWorker(Settings()), group, []) == {}
     assert group.asked == 0
+
+
+def test_an_open_transaction_in_the_way_is_aborted_before_the_outputs_are_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = CreditWorker(Settings())
+    _commit(worker._ledger, 2, range(78, 79), 25)
+    answers: list[set[Position] | Exception] = [
+        UnreadablePositions({(OUT, 0)}, 10),
+        set(),  # after the abort: the report was in the transaction left open
+    ]
+    aborted: list[set[tuple[str, int]]] = []
+
+    def visible(_settings: Settings, _positions: set[Position], _timeout: float) -> set[Position]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(worker_module, "visible_positions", visible)
+    monkeypatch.setattr(worker, "_abort_left_open", aborted.append)
+
+    assert _resume(worker, _Group({2: 78}), [2]) == {2: 78}
+    assert aborted == [{(OUT, 0)}]
