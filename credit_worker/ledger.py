@@ -55,6 +55,10 @@ class CommitLedger:
         # Inputs between a resume point and the floor whose reports are already visible.
         self._reported: set[Position] = set()
 
+    def partitions(self) -> list[TopicPartition]:
+        """Every input partition this process committed on, at its next offset."""
+        return [TopicPartition(t, p, offset) for (t, p), offset in sorted(self._next.items())]
+
     def knows(self, topic: str, partition: int) -> bool:
         """Whether this process committed anything on the partition."""
         return (topic, partition) in self._next

@@ -57,6 +57,7 @@ class CreditWorker:
         self._timeout_s = settings.kafka_transaction_timeout_ms / 1000
         self._producer: Producer | None = None
         self._resync = False
+        self._failed_resyncs = 0
         # What this process committed, to check the group's offsets against.
         self._ledger = CommitLedger()
         self.assigned: list[TopicPartition] = []
@@ -128,12 +129,22 @@ class CreditWorker:
             positions = self._resume_positions(consumer, consumer.assignment())
         except KafkaException as error:
             _log.warning("credit_worker.resync_failed", error=str(error))
+            self._failed_resyncs += 1
+            if self._failed_resyncs >= 2:
+                # The offset fetch was also seen to time out for as long as it was tried,
+                # waiting on group offsets of a transaction whose marker the broker had
+                # skipped (see _abort_left_open), so what is left open is ended too.
+                try:
+                    self._abort_left_open(consumer, set())
+                except KafkaException as abort_error:
+                    _log.info("credit_worker.abort_left_open_failed", error=str(abort_error))
             # A rebalance the consumer owes the group (its session expired during the
             # outage) is only served by a poll, and until then the offset fetch was seen
             # to time out, attempt after attempt. What the poll returns is dropped: the
             # seek below sets every position again.
             consumer.poll(0)
             return False
+        self._failed_resyncs = 0
         for position in positions:
             try:
                 consumer.seek(position)
@@ -166,7 +177,7 @@ class CreditWorker:
             dispute = self._ledger.dispute(position)
             if dispute is not None:
                 outputs = {o for o in dispute.outputs.values() if o is not None}
-                visible = self._visible(outputs)
+                visible = self._visible(consumer, outputs)
                 offset = self._ledger.settle(dispute, visible)
                 _log.warning(
                     "credit_worker.stale_committed_offset",
@@ -183,7 +194,7 @@ class CreditWorker:
             )
         return positions
 
-    def _visible(self, outputs: set[Position]) -> set[Position]:
+    def _visible(self, consumer: Consumer, outputs: set[Position]) -> set[Position]:
         """Which of this process's outputs ``read_committed`` readers see.
 
         If a transaction left open blocks the way, it is aborted first
@@ -192,26 +203,37 @@ class CreditWorker:
         try:
             return visible_positions(self._settings, outputs, self._timeout_s)
         except UnreadablePositions as blocked:
-            self._abort_left_open(blocked.partitions)
+            self._abort_left_open(consumer, blocked.partitions)
             return visible_positions(self._settings, outputs, self._timeout_s)
 
-    def _abort_left_open(self, partitions: set[tuple[str, int]]) -> None:
-        """End, as aborted, whatever this transactional id left open on ``partitions``.
+    def _abort_left_open(self, consumer: Consumer, partitions: set[tuple[str, int]]) -> None:
+        """End, as aborted, whatever this transactional id left open.
 
-        Kafka 4.3.1 was seen to complete a transaction without writing its marker to some
-        of its partitions, when their leader was offline as the single broker stopped or
-        started ("Couldn't find leader endpoint ... likely deleted already and hence can
-        be skipped"). The records there stay open until the next marker of the same
-        producer id, and every ``read_committed`` reader of the partition stops in front
-        of them. An aborted transaction that writes to the partition ends them: its abort
-        marker closes everything the producer id left open there. The one record it
-        writes is aborted too, so no consumer ever reads it. If the transaction was in
-        fact still being committed, the coordinator finishes that first (the new one
-        cannot start before), and nothing of it is undone.
+        Kafka 4.3.1 was seen to complete a transaction without writing its markers to
+        some of its partitions, when their leader was offline as the single broker
+        stopped or started ("Couldn't find leader endpoint ... likely deleted already and
+        hence can be skipped"). On an output partition the records stay open, and every
+        ``read_committed`` reader there stops in front of them. On the group's offsets
+        partition the offsets stay pending, and the offset fetch waits on them. Both last
+        until the next marker of the same producer id.
+
+        So this runs a transaction that writes one record to each of ``partitions``,
+        adds the group's offsets, and aborts. Its abort markers close everything the
+        producer id left open there. Aborted records and offsets are never read or
+        applied, so nothing of it is seen. If the transaction was in fact still being
+        committed, the coordinator finishes that first (the new one cannot start
+        before), and nothing of it is undone.
         """
+        offsets = [
+            TopicPartition(p.topic, p.partition, max(p.offset, 0))
+            for p in self._ledger.partitions()
+        ]
+        if not partitions and not offsets:
+            return
         _log.warning(
             "credit_worker.aborting_open_transaction",
             partitions=[f"{topic}[{partition}]" for topic, partition in sorted(partitions)],
+            offsets=[f"{p.topic}[{p.partition}]" for p in offsets],
         )
         producer = self._current_producer()
         try:
@@ -222,6 +244,22 @@ class CreditWorker:
                 raise KafkaException(
                     KafkaError(KafkaError._TIMED_OUT, "the fencing record was not delivered")
                 )
+            if offsets:
+                metadata = consumer.consumer_group_metadata()
+                try:
+                    _with_deadline(
+                        lambda: producer.send_offsets_to_transaction(
+                            offsets, metadata, self._timeout_s
+                        ),
+                        self._timeout_s + 5,
+                    )
+                except StuckCall:
+                    raise
+                except KafkaException as error:
+                    # The offsets partition joins the transaction before the group
+                    # answers, so the abort below may close what was left open there all
+                    # the same; if not, the next attempt tries again.
+                    _log.info("credit_worker.abort_offsets_refused", error=str(error))
             _with_deadline(lambda: producer.abort_transaction(self._timeout_s), self._timeout_s + 5)
         except KafkaException:
             # The next resync starts over with a new producer, which aborts this one.

@@ -11,7 +11,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from credit_worker.worker import CreditWorker
-from runtime.kafka import UnreadablePositions, ensure_topics, producer_config, visible_positions
+from runtime.kafka import (
+    UnreadablePositions,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+    visible_positions,
+)
 from runtime.settings import Settings
 from schema.events import EventType, derived_event_id
 from tests.support.events import submitted_event
@@ -186,7 +192,13 @@ def test_aborting_what_the_worker_left_open_adds_nothing_a_reader_sees(
     with running(worker.run):
         [report] = consume(settings, settings.topic_credit_reports, until=count_at_least(1))
 
-    worker._abort_left_open({(settings.topic_credit_reports, report.partition)})
+    group = Consumer(consumer_config(settings, settings.group_credit_worker))
+    before = _group_offsets(settings, group)
+    try:
+        worker._abort_left_open(group, {(settings.topic_credit_reports, report.partition)})
+        assert _group_offsets(settings, group) == before
+    finally:
+        group.close()
 
     everything = consume(
         settings,
@@ -215,6 +227,16 @@ def test_a_transaction_another_producer_left_open_is_not_guessed_past(
     worker = CreditWorker(settings.model_copy(update={"kafka_transaction_timeout_ms": 2_000}))
     try:
         with pytest.raises(UnreadablePositions):
-            worker._visible({(settings.topic_credit_reports, 0, 0)})
+            worker._visible(
+                Consumer(consumer_config(settings, f"g-{uuid.uuid4()}")),
+                {(settings.topic_credit_reports, 0, 0)},
+            )
     finally:
         other.abort_transaction(10)
+
+
+def _group_offsets(settings: Settings, group: Consumer) -> list[tuple[int, int]]:
+    partitions = [
+        TopicPartition(settings.topic_submitted, p) for p in range(settings.topic_partitions)
+    ]
+    return [(p.partition, p.offset) for p in group.committed(partitions, timeout=10)]

@@ -173,7 +173,7 @@ def test_an_open_transaction_in_the_way_is_aborted_before_the_outputs_are_read_a
         return answer
 
     monkeypatch.setattr(worker_module, "visible_positions", visible)
-    monkeypatch.setattr(worker, "_abort_left_open", aborted.append)
+    monkeypatch.setattr(worker, "_abort_left_open", lambda _consumer, p: aborted.append(p))
 
     assert _resume(worker, _Group({2: 78}), [2]) == {2: 78}
     assert aborted == [{(OUT, 0)}]
