@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
 
-# (topic, partition, offset) of one record.
-Position = tuple[str, int, int]
+from runtime.kafka import Position
+
 Partition = tuple[str, int]
 
 # Inputs remembered per partition; the disputes seen covered the last one or two
@@ -39,7 +39,6 @@ class Dispute:
     """The group's offset is behind this process's own commits on one input partition."""
 
     partition: Partition
-    group_offset: int
     committed_here: int
     # Each disputed input offset and where its report went (None: not known here).
     outputs: dict[int, Position | None]
@@ -90,7 +89,6 @@ class CommitLedger:
         start = committed.offset if committed.offset >= 0 else next(iter(history), here)
         return Dispute(
             partition=key,
-            group_offset=committed.offset,
             committed_here=here,
             outputs={offset: history.get(offset) for offset in range(start, here)},
         )
@@ -102,14 +100,15 @@ class CommitLedger:
         the visible ones after it are marked reported, to be skipped when they come.
         """
         topic, partition = dispute.partition
-        resume = dispute.committed_here
-        for offset, output in dispute.outputs.items():
-            if output is None or output not in visible:
-                resume = offset
-                break
-        for offset, output in dispute.outputs.items():
-            if offset >= resume and output is not None and output in visible:
-                self._reported.add((topic, partition, offset))
+        resume = next(
+            (offset for offset, output in dispute.outputs.items() if output not in visible),
+            dispute.committed_here,
+        )
+        self._reported.update(
+            (topic, partition, offset)
+            for offset, output in dispute.outputs.items()
+            if offset > resume and output in visible
+        )
         return resume
 
     def already_reported(self, position: Position) -> bool:
@@ -118,4 +117,5 @@ class CommitLedger:
 
     def consumed(self, positions: Iterable[Position]) -> None:
         """These inputs were committed again: nothing is left to skip for them."""
-        self._reported.difference_update(positions)
+        if self._reported:  # almost always empty: nothing to do per batch
+            self._reported.difference_update(positions)

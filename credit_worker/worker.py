@@ -25,18 +25,20 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from credit_worker.ledger import CommitLedger, Position
+from credit_worker.ledger import CommitLedger
 from credit_worker.report import credit_report
 from outbox.dead_letter import dead_letter_headers
 from outbox.headers import TRACEPARENT, event_headers, header_value
 from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.kafka import (
+    Position,
     UnreadablePositions,
     consumer_config,
     ensure_topics,
     first_offsets,
     next_batch,
     next_offsets,
+    position_of,
     producer_config,
     visible_positions,
 )
@@ -224,10 +226,7 @@ class CreditWorker:
         committed, the coordinator finishes that first (the new one cannot start
         before), and nothing of it is undone.
         """
-        offsets = [
-            TopicPartition(p.topic, p.partition, max(p.offset, 0))
-            for p in self._ledger.partitions()
-        ]
+        offsets = self._ledger.partitions()
         if not partitions and not offsets:
             return
         _log.warning(
@@ -325,7 +324,7 @@ class CreditWorker:
             # Delivery reports were served by the commit's flush; a poll serves any left.
             producer.poll(0)
             self._ledger.record(offsets, outputs)
-            self._ledger.consumed(_position(m) for m in batch)
+            self._ledger.consumed(position_of(m) for m in batch)
         except StuckCall as stuck:
             # The call is still blocked inside librdkafka: leave that producer alone.
             self._producer = None
@@ -347,7 +346,7 @@ class CreditWorker:
         produced = dead = 0
         now = datetime.now(UTC)
         for message in batch:
-            source = _position(message)
+            source = position_of(message)
             if self._ledger.already_reported(source):
                 continue
             delivered = partial(_delivered, outputs, source)
@@ -435,16 +434,12 @@ _FENCE_HEADERS: list[tuple[str, str | bytes | None]] = [
 ]
 
 
-def _position(message: Message) -> Position:
-    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
-
-
 def _delivered(
     outputs: dict[Position, Position], source: Position, error: KafkaError | None, sent: Message
 ) -> None:
     """Delivery report: note where the output of input ``source`` landed."""
     if error is None:
-        outputs[source] = _position(sent)
+        outputs[source] = position_of(sent)
 
 
 class StuckCall(KafkaException):

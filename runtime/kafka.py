@@ -17,6 +17,9 @@ from runtime.settings import Settings
 
 _log = get_logger(__name__)
 
+# (topic, partition, offset) of one record.
+Position = tuple[str, int, int]
+
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """What every Kafka client shares: the brokers, and librdkafka's log as JSON lines."""
@@ -90,6 +93,11 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
         TopicPartition(topic, partition, offset + 1)
         for (topic, partition), offset in highest.items()
     ]
+
+
+def position_of(message: Message) -> Position:
+    """Where ``message`` sits: its topic, partition and offset."""
+    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
 
 
 def first_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
@@ -179,8 +187,8 @@ class UnreadablePositions(KafkaException):
 
 
 def visible_positions(
-    settings: Settings, positions: Iterable[tuple[str, int, int]], timeout_s: float
-) -> set[tuple[str, int, int]]:
+    settings: Settings, positions: Iterable[Position], timeout_s: float
+) -> set[Position]:
     """Which of the (topic, partition, offset) records a ``read_committed`` reader sees.
 
     A record of a committed transaction is seen; one of an aborted transaction is skipped
@@ -200,7 +208,7 @@ def visible_positions(
             settings, f"prequal-verify-{uuid.uuid4()}", **{"enable.partition.eof": True}
         )
     )
-    seen: set[tuple[str, int, int]] = set()
+    seen: set[Position] = set()
     try:
         consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in span.items()])
         pending = set(span)
@@ -211,16 +219,20 @@ def visible_positions(
             message = consumer.poll(0.1)
             if message is None:
                 continue
-            key = (message.topic() or "", message.partition() or 0)
+            topic, partition, offset = position_of(message)
+            key = (topic, partition)
             error = message.error()
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                raise KafkaException(error)
             if error is None:
-                seen.add((*key, message.offset() or 0))
-            # At the end of what a read_committed reader may see (the last stable offset),
-            # or past the highest position: every position below is decided.
-            position = consumer.position([TopicPartition(*key)])[0].offset
-            if key in span and position > span[key][1]:
+                seen.add((topic, partition, offset))
+                next_offset = offset + 1
+            elif error.code() == KafkaError._PARTITION_EOF:
+                # The end of what a read_committed reader may see (the last stable
+                # offset); aborted records before it were skipped.
+                next_offset = consumer.position([TopicPartition(topic, partition)])[0].offset
+            else:
+                raise KafkaException(error)
+            # Past the highest position: every position below is decided.
+            if key in span and next_offset > span[key][1]:
                 pending.discard(key)
     finally:
         consumer.close()

@@ -11,10 +11,8 @@ import uuid
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from runtime.kafka import ensure_topics, producer_config, visible_positions
+from runtime.kafka import Position, ensure_topics, position_of, producer_config, visible_positions
 from runtime.settings import Settings
-
-Position = tuple[str, int, int]
 
 
 def _transaction(producer: Producer, topic: str, values: list[bytes]) -> list[Position]:
@@ -23,7 +21,7 @@ def _transaction(producer: Producer, topic: str, values: list[bytes]) -> list[Po
 
     def delivered(error: KafkaError | None, message: Message) -> None:
         assert error is None, error
-        positions.append((message.topic() or "", message.partition() or 0, message.offset() or 0))
+        positions.append(position_of(message))
 
     for value in values:
         producer.produce(topic, value=value, partition=0, on_delivery=delivered)

@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, TopicPartition
 
 import credit_worker.worker as worker_module
-from credit_worker.ledger import CommitLedger, Position
+from credit_worker.ledger import CommitLedger
 from credit_worker.worker import CreditWorker
-from runtime.kafka import UnreadablePositions
+from runtime.kafka import Position, UnreadablePositions
 from runtime.settings import Settings
 
 IN = "submitted"
