@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, Header, Request, Response, status
 
 from command_api.models import ApplicationAccepted, ApplicationRequest
 from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
+from runtime.breaker import DatabaseBreaker
 from runtime.db import create_engine
 from runtime.docs_ui import install_docs
 from runtime.http import (
@@ -25,7 +26,13 @@ from runtime.settings import Settings
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The same Idempotency-Key is still being processed.", **PROBLEM_CONTENT},
     422: {"description": "A field, or the Idempotency-Key, is invalid.", **PROBLEM_CONTENT},
-    503: {"description": "The database is not answering; retry later.", **PROBLEM_CONTENT},
+    503: {
+        "description": "The database did not answer within the deadline (or the circuit"
+        " breaker is open). `outcome` says what to do: `not_stored` — nothing was stored,"
+        " retry; `unknown` — the application may exist once the database is back, retry"
+        " only with the same Idempotency-Key. `Retry-After` says when.",
+        **PROBLEM_CONTENT,
+    },
 }
 
 
@@ -74,12 +81,19 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    breaker = DatabaseBreaker(
+        "command-api", settings.db_breaker_threshold, settings.db_breaker_open_s
+    )
     app.state.submit = SubmitApplication(
-        engine, settings.topic_submitted, timedelta(seconds=settings.idempotency_key_ttl_s)
+        engine,
+        settings.topic_submitted,
+        timedelta(seconds=settings.idempotency_key_ttl_s),
+        breaker,
+        settings.db_deadline_s,
     )
     install_observability(app, "command-api")
     install_request_limits(app, settings)
-    install_health(app, engine, settings.pg_connect_timeout_s, "commandApiHealth")
+    install_health(app, engine, breaker, settings.health_deadline_s, "commandApiHealth")
     install_error_handlers(app)
 
     @app.post(

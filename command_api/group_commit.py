@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum, auto
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +30,8 @@ from prometheus_client import Histogram
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runtime.deadline import bounded_connection
+from runtime.errors import DependencyUnavailable, Outcome, WriteFailed
 from runtime.logging import get_logger
 
 GROUP_SIZE = Histogram(
@@ -36,7 +40,6 @@ GROUP_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
-_Waiting = tuple[Mapping[str, Any], "asyncio.Future[None]"]
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _log = get_logger(__name__)
 
@@ -51,6 +54,24 @@ def numbered_parameters(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
 
 
+class Stage(Enum):
+    """How far one application has gone towards the database; decides a 503's outcome."""
+
+    #: Queued behind running statements: nothing of it reached the database.
+    QUEUED = auto()
+    #: In a group whose statement waits for a connection: still nothing sent.
+    CONNECTING = auto()
+    #: Its statement (its own commit, on an autocommit connection) was sent.
+    SENT = auto()
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    row: Mapping[str, Any]
+    future: asyncio.Future[None]
+    stage: Stage = Stage.QUEUED
+
+
 class GroupCommit:
     """Writes what concurrent requests submit, grouped into as few statements as possible.
 
@@ -58,6 +79,12 @@ class GroupCommit:
     :func:`numbered_parameters`; it is cached per ``n``. At most ``max_in_flight``
     statements run at once (each on its own connection); whatever arrives meanwhile waits
     for the next one, up to ``max_rows`` applications per statement.
+
+    Every wait is bounded by ``deadline_s`` (:mod:`runtime.deadline`): a request's own
+    wait, and each statement's connection. When the database does not answer in time the
+    request fails with :class:`~runtime.errors.WriteFailed`, whose outcome says whether
+    its statement had been sent (``UNKNOWN``: it may commit once the database is back) or
+    not (``NOT_STORED``).
     """
 
     def __init__(
@@ -66,31 +93,45 @@ class GroupCommit:
         statement: Callable[[int], str],
         max_rows: int = 64,
         max_in_flight: int = 2,
+        deadline_s: float = 2.0,
     ) -> None:
         self._engine = engine
         self._statement = lru_cache(maxsize=max_rows)(statement)
         self._max_rows = max_rows
         self._max_in_flight = max_in_flight
+        self._deadline_s = deadline_s
         # Made on first use: a semaphore belongs to one event loop.
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[_Pending] = []
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def write(self, row: Mapping[str, Any]) -> None:
-        """Return once ``row``'s application is committed; raise the database's error if not."""
+        """Return once ``row``'s application is committed.
+
+        Raises :class:`~runtime.errors.WriteFailed` when the database does not answer
+        within the deadline, and the database's own error when it refuses the row.
+        """
         loop = asyncio.get_running_loop()
         if self._slots is None or loop is not self._loop:
             # An app served again on another loop (tests) gets a semaphore of its own.
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_in_flight)
         slots = self._slots
-        future: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((row, future))
+        pending = _Pending(row, loop.create_future())
+        self._waiting.append(pending)
         if not self._flushing:
             self._flushing = True
             self._keep(loop.create_task(self._flush(slots)))
-        await future
+        try:
+            # Cancels only this request's future: the group's statement goes on for the
+            # other requests in it (and settles nothing for this one).
+            async with asyncio.timeout(self._deadline_s):
+                await pending.future
+        except TimeoutError as error:
+            if pending in self._waiting:
+                self._waiting.remove(pending)
+            raise WriteFailed(outcome_of(pending.stage)) from error
 
     def _keep(self, task: asyncio.Task[None]) -> None:
         # The event loop holds tasks weakly; a dropped one could vanish mid-write.
@@ -103,43 +144,68 @@ class GroupCommit:
                 await slots.acquire()
                 group = self._waiting[: self._max_rows]
                 del self._waiting[: self._max_rows]
+                for pending in group:
+                    pending.stage = Stage.CONNECTING
+                if not group:  # every request waiting meanwhile gave up
+                    slots.release()
+                    continue
                 self._keep(asyncio.get_running_loop().create_task(self._write(group, slots)))
         finally:
             self._flushing = False
 
-    async def _write(self, group: list[_Waiting], slots: asyncio.Semaphore) -> None:
+    async def _write(self, group: list[_Pending], slots: asyncio.Semaphore) -> None:
         try:
             try:
-                await self._execute([row for row, _ in group])
+                await self._execute(group)
             except Exception as error:  # handed to the requests that wait for it
                 if len(group) == 1 or not isinstance(error, IntegrityError | DataError):
-                    # The database itself failed (down, restarting, pool exhausted): every
+                    # The database itself failed (down, frozen, pool exhausted): every
                     # request gets the error now, rather than one retry each after the other.
-                    for _, future in group:
-                        _settle(future, error)
+                    for pending in group:
+                        _settle(pending, _as_write_failure(error, pending.stage))
                     return
-                _log.warning("command.group_commit_failed", size=len(group), error=str(error))
-                for row, future in group:
+                _log.warning(
+                    "command.group_commit_failed", size=len(group), error=type(error).__name__
+                )
+                for pending in group:
                     try:
-                        await self._execute([row])
+                        await self._execute([pending])
                     except Exception as alone:  # as above, for one request
-                        _settle(future, alone)
+                        _settle(pending, _as_write_failure(alone, pending.stage))
                     else:
-                        _settle(future, None)
+                        _settle(pending, None)
                 return
-            for _, future in group:
-                _settle(future, None)
+            for pending in group:
+                _settle(pending, None)
         finally:
             slots.release()
 
-    async def _execute(self, rows: list[Mapping[str, Any]]) -> None:
-        async with self._engine.connect() as conn:
+    async def _execute(self, group: list[_Pending]) -> None:
+        for pending in group:
+            pending.stage = Stage.CONNECTING
+        async with bounded_connection(self._engine, self._deadline_s) as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.exec_driver_sql(self._statement(len(rows)), numbered_parameters(rows))
-        GROUP_SIZE.observe(len(rows))
+            for pending in group:
+                pending.stage = Stage.SENT
+            params = numbered_parameters([pending.row for pending in group])
+            await autocommit.exec_driver_sql(self._statement(len(group)), params)
+        GROUP_SIZE.observe(len(group))
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+def outcome_of(stage: Stage) -> Outcome:
+    """What a client may assume of an application that reached ``stage`` before a failure."""
+    return Outcome.UNKNOWN if stage is Stage.SENT else Outcome.NOT_STORED
+
+
+def _as_write_failure(error: Exception, stage: Stage) -> Exception:
+    """A database that did not answer becomes :class:`WriteFailed`; a refusal stays itself."""
+    if isinstance(error, DependencyUnavailable):
+        return WriteFailed(outcome_of(stage))
+    return error
+
+
+def _settle(pending: _Pending, error: BaseException | None) -> None:
+    future = pending.future
     if future.done():  # the request was cancelled (its client went away)
         return
     if error is None:

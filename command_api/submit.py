@@ -16,11 +16,20 @@ from uuid import UUID, uuid4
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from command_api.group_commit import GroupCommit, numbered_rows
+from command_api.group_commit import GroupCommit, Stage, numbered_rows, outcome_of
 from command_api.models import ApplicationRequest
 from outbox.append import OUTBOX_COLUMNS, OutboxMessage, append
+from runtime.breaker import DatabaseBreaker
 from runtime.db import database_errors
-from runtime.errors import Conflict, FieldError, ValidationProblem
+from runtime.deadline import bounded_connection
+from runtime.errors import (
+    Conflict,
+    DependencyUnavailable,
+    FieldError,
+    Outcome,
+    ValidationProblem,
+    WriteFailed,
+)
 from runtime.logging import get_logger
 from schema.events import (
     ApplicationStatus,
@@ -88,15 +97,36 @@ class SubmitContext:
 class SubmitApplication:
     """Accept an application: store it, its outbox event and projection row atomically."""
 
-    def __init__(self, engine: AsyncEngine, topic: str, idempotency_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        topic: str,
+        idempotency_ttl: timedelta,
+        breaker: DatabaseBreaker | None = None,
+        deadline_s: float = 2.0,
+    ) -> None:
         self._engine = engine
-        self._group_commit = GroupCommit(engine, submit_statement)
+        self._group_commit = GroupCommit(engine, submit_statement, deadline_s=deadline_s)
         self._topic = topic
         self._ttl = idempotency_ttl
+        self._breaker = breaker or DatabaseBreaker("command-api", threshold=3, open_s=2.0)
+        self._deadline_s = deadline_s
 
     async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
-        """Run the use case; raise a problem error when the request cannot be accepted."""
-        accepted = await self._transaction(request, ctx)
+        """Run the use case; raise a problem error when the request cannot be accepted.
+
+        Raises :class:`~runtime.errors.WriteFailed` (503) when the database does not
+        answer within the deadline or the circuit breaker is open; its outcome says
+        whether the application may have been stored.
+        """
+        try:
+            async with self._breaker.guard():
+                accepted = await self._transaction(request, ctx)
+        except WriteFailed:
+            raise
+        except DependencyUnavailable as error:  # the breaker was open: nothing was sent
+            retry_after = int(error.headers.get("Retry-After", "1"))
+            raise WriteFailed(Outcome.NOT_STORED, retry_after) from error
         # The PAN is masked by the logging pipeline, like every PAN in every log line.
         _log.info(
             "application.accepted",
@@ -110,17 +140,18 @@ class SubmitApplication:
     async def _transaction(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
         if ctx.idempotency_key is None:
             return await self._one_statement(request, ctx)
-        async with database_errors(), self._engine.begin() as conn:
-            now = datetime.now(UTC)
-            fingerprint = request.fingerprint()
-            if ctx.idempotency_key is not None:
+        stage = Stage.CONNECTING
+        try:
+            async with bounded_connection(self._engine, self._deadline_s) as conn:
+                await conn.begin()
+                now = datetime.now(UTC)
+                fingerprint = request.fingerprint()
                 earlier = await _claim_key(conn, ctx.idempotency_key, fingerprint, now)
                 if earlier is not None:
                     return Accepted(earlier, replayed=True)
-            application_id = uuid4()
-            await _store(conn, application_id, request, now)
-            await self._emit(conn, self._message(application_id, request, ctx, now))
-            if ctx.idempotency_key is not None:
+                application_id = uuid4()
+                await _store(conn, application_id, request, now)
+                await self._emit(conn, self._message(application_id, request, ctx, now))
                 await conn.execute(
                     insert(idempotency_keys).values(
                         key=ctx.idempotency_key,
@@ -130,7 +161,13 @@ class SubmitApplication:
                         expires_at=now + self._ttl,
                     )
                 )
+                # From here on a lost answer leaves the outcome unknown: the commit may
+                # have been applied. The key makes the client's retry safe.
+                stage = Stage.SENT
+                await conn.commit()
             return Accepted(application_id)
+        except DependencyUnavailable as error:
+            raise WriteFailed(outcome_of(stage)) from error
 
     async def _one_statement(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
         """The common case (no Idempotency-Key): all three rows in one SQL statement.

@@ -19,6 +19,7 @@ def main() -> None:
         settings.http_host,
         settings.credit_worker_metrics_port,
         {"consumer": worker.require_assignment, "kafka": kafka_check(settings)},
+        settings.health_deadline_s,
     ).start()
     try:
         worker.run(stop_on_signals())

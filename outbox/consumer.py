@@ -276,6 +276,7 @@ def run_consumer_process(loop: InboxConsumer, settings: Settings, metrics_port: 
             "database": database_check(settings),
             "kafka": kafka_check(settings),
         },
+        settings.health_deadline_s,
     ).start()
     try:
         loop.run(stop_on_signals())

@@ -43,7 +43,9 @@ def main() -> None:
     else:
         relay = PollingRelay(settings)
     OutboxGauges(lambda: pending_and_age(settings))
-    server = ObservabilityServer(settings.http_host, settings.relay_metrics_port, checks).start()
+    server = ObservabilityServer(
+        settings.http_host, settings.relay_metrics_port, checks, settings.health_deadline_s
+    ).start()
     try:
         relay.run(stop_on_signals())
     finally:

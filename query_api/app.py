@@ -12,7 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from query_api.models import ApplicationStatusResponse
-from runtime.db import create_engine, database_errors
+from runtime.breaker import DatabaseBreaker
+from runtime.db import create_engine
+from runtime.deadline import bounded_connection
 from runtime.docs_ui import install_docs
 from runtime.errors import NotFound
 from runtime.http import (
@@ -26,12 +28,43 @@ from runtime.settings import Settings
 from schema.tables import application_status
 
 
-async def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+class StatusReader:
+    """Reads one application's status from the projection, within the request's deadline.
+
+    Behind the circuit breaker; raises :class:`~runtime.errors.DependencyUnavailable` when
+    the database does not answer within ``deadline_s`` (or the breaker is open), and
+    :class:`~runtime.errors.NotFound` for an unknown id.
+    """
+
+    def __init__(self, engine: AsyncEngine, breaker: DatabaseBreaker, deadline_s: float) -> None:
+        self._engine = engine
+        self._breaker = breaker
+        self._deadline_s = deadline_s
+
+    async def __call__(self, application_id: UUID) -> ApplicationStatusResponse:
+        """The status of ``application_id``."""
+        async with (
+            self._breaker.guard(),
+            bounded_connection(self._engine, self._deadline_s) as conn,
+        ):
+            row = (
+                await conn.execute(
+                    select(*_STATUS_COLUMNS).where(
+                        application_status.c.application_id == application_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"No application {application_id}.")
+        return ApplicationStatusResponse.model_validate(row._mapping)
 
 
-Engine = Annotated[AsyncEngine, Depends(_engine)]
+async def _reader(request: Request) -> StatusReader:
+    reader: StatusReader = request.app.state.reader
+    return reader
+
+
+Reader = Annotated[StatusReader, Depends(_reader)]
 ApplicationId = Annotated[UUID, Path(description="The id returned by POST /applications.")]
 
 _STATUS_COLUMNS = (
@@ -60,10 +93,13 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.engine = engine
+    breaker = DatabaseBreaker(
+        "query-api", settings.db_breaker_threshold, settings.db_breaker_open_s
+    )
+    app.state.reader = StatusReader(engine, breaker, settings.db_deadline_s)
     install_observability(app, "query-api")
     install_request_limits(app, settings)
-    install_health(app, engine, settings.pg_connect_timeout_s, "queryApiHealth")
+    install_health(app, engine, breaker, settings.health_deadline_s, "queryApiHealth")
     install_error_handlers(app)
 
     @app.get(
@@ -77,18 +113,8 @@ def create_app(settings: Settings) -> FastAPI:
             503: {"description": "The database is not answering.", **PROBLEM_CONTENT},
         },
     )
-    async def get_status(application_id: ApplicationId, db: Engine) -> ApplicationStatusResponse:
-        async with database_errors(), db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*_STATUS_COLUMNS).where(
-                        application_status.c.application_id == application_id
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"No application {application_id}.")
-        return ApplicationStatusResponse.model_validate(row._mapping)
+    async def get_status(application_id: ApplicationId, read: Reader) -> ApplicationStatusResponse:
+        return await read(application_id)
 
     install_docs(app, app.title)
     return app

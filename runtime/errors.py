@@ -7,6 +7,8 @@ in :mod:`runtime.http` turns each into the single error shape of both APIs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class ProblemError(Exception):
     slug: str
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    #: Extension members of the problem body (RFC 9457 §3.2), e.g. ``outcome``.
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.status} {self.title}: {self.detail}"
@@ -53,6 +57,39 @@ class DependencyUnavailable(ProblemError):
             headers={"Retry-After": str(retry_after_s)},
         )
         self.dependency = dependency
+
+
+class Outcome(StrEnum):
+    """What a client may assume about its write when the database failed it (503)."""
+
+    #: Nothing was stored: retrying cannot create a second application.
+    NOT_STORED = "not_stored"
+    #: The commit was sent and no answer came: the write may exist once the database is
+    #: back. Retrying is safe only with the same Idempotency-Key.
+    UNKNOWN = "unknown"
+
+
+_OUTCOME_DETAIL = {
+    Outcome.NOT_STORED: "the database is not answering; the application was not stored"
+    " (retry later)",
+    Outcome.UNKNOWN: "the database stopped answering after the application was sent;"
+    " outcome unknown: it may be stored once the database is back. Retry with the same"
+    " Idempotency-Key (a retry without one may create a second application)",
+}
+
+
+class WriteFailed(DependencyUnavailable):
+    """The database failed a write (503), saying whether it may have been stored.
+
+    The body carries ``outcome`` (:class:`Outcome`) so that a client knows whether a
+    retry is safe without an Idempotency-Key.
+    """
+
+    def __init__(self, outcome: Outcome, retry_after_s: int = 1) -> None:
+        super().__init__("database", retry_after_s)
+        self.detail = _OUTCOME_DETAIL[outcome]
+        self.extensions = {"outcome": outcome.value}
+        self.outcome = outcome
 
 
 class NotFound(ProblemError):

@@ -1,32 +1,38 @@
-"""Dependency checks behind every ``GET /health``."""
+"""Dependency checks behind every ``GET /health``, each bounded by a client-side deadline."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runtime.db import connect, database_errors
-from runtime.errors import DependencyUnavailable
+from runtime.db import connect
+from runtime.deadline import bounded_connection
 from runtime.settings import Settings
 
 
 async def check_database(engine: AsyncEngine, timeout_s: float) -> None:
-    """Raise :class:`DependencyUnavailable` unless the database answers within the timeout."""
-    try:
-        async with database_errors(), asyncio.timeout(timeout_s), engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except TimeoutError as error:
-        raise DependencyUnavailable("database") from error
+    """Raise :class:`~runtime.errors.DependencyUnavailable` unless ``SELECT 1`` answers in time.
+
+    The deadline covers the pool, connecting and the statement (:mod:`runtime.deadline`),
+    so a frozen database answers within ``timeout_s``, not after psycopg's cancellation.
+    """
+    async with bounded_connection(engine, timeout_s) as conn:
+        await conn.execute(text("SELECT 1"))
 
 
 def database_check(settings: Settings) -> Callable[[], None]:
-    """A check that opens a connection and runs ``SELECT 1`` (for the loop processes)."""
+    """A check that opens a connection and runs ``SELECT 1`` (for the loop processes).
+
+    Connecting is bounded by ``PREQUAL_PG_CONNECT_TIMEOUT_S``, the statement by
+    ``PREQUAL_HEALTH_DEADLINE_S``; :func:`runtime.observability.run_checks` bounds the
+    whole check once more, so /health answers in time even while this one still waits.
+    """
 
     def check() -> None:
-        with connect(settings, "health-check", autocommit=True) as conn:
+        deadline_s = settings.health_deadline_s
+        with connect(settings, "health-check", autocommit=True, deadline_s=deadline_s) as conn:
             conn.execute("SELECT 1")
 
     return check

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
@@ -39,7 +39,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.errors import FieldError, ProblemError
+from runtime.breaker import DatabaseBreaker
+from runtime.errors import DependencyUnavailable, FieldError, ProblemError
 from runtime.health import check_database
 from runtime.logging import bind_correlation_id, clear_context, get_logger, mask_pan
 from runtime.settings import Settings
@@ -61,6 +62,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "correlation_id": {
             "type": ["string", "null"],
             "description": "Also in the X-Correlation-ID response header.",
+        },
+        "outcome": {
+            "type": "string",
+            "enum": ["not_stored", "unknown"],
+            "description": "503 on POST /applications only: not_stored (nothing was"
+            " stored; retry) or unknown (the commit was sent and not answered; the"
+            " application may exist: retry only with the same Idempotency-Key).",
         },
         "errors": {
             "type": "array",
@@ -110,6 +118,7 @@ def problem_body(
     instance: str,
     correlation_id: str | None,
     errors: Sequence[FieldError] = (),
+    extensions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The one error shape of both APIs.
 
@@ -124,6 +133,8 @@ def problem_body(
         "instance": mask_pan(instance),
         "correlation_id": correlation_id,
     }
+    if extensions:
+        body.update(extensions)
     if errors:
         body["errors"] = [
             {
@@ -162,6 +173,7 @@ def problem_response(request: Request, error: ProblemError) -> ProblemResponse:
         instance=request.url.path,
         correlation_id=_correlation_id_of(request),
         errors=error.errors,
+        extensions=error.extensions,
     )
     return ProblemResponse(body, status_code=error.status, headers=error.headers)
 
@@ -537,11 +549,21 @@ def _registry() -> CollectorRegistry:
 
 
 #: The body of a healthy ``GET /health``.
-HEALTH_OK: dict[str, Any] = {"status": "ok", "checks": {"database": "ok"}}
+HEALTH_OK: dict[str, Any] = {
+    "status": "ok",
+    "checks": {"database": "ok"},
+    "circuit_breaker": "closed",
+}
 
 
-def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operation_id: str) -> None:
-    """``GET /health``: 200 when the database answers, a 503 problem naming it otherwise."""
+def install_health(
+    app: FastAPI, engine: AsyncEngine, breaker: DatabaseBreaker, timeout_s: float, operation_id: str
+) -> None:
+    """``GET /health``: 200 when the database answers, a 503 problem naming it otherwise.
+
+    The check has its own deadline (``timeout_s``, shorter than a request's) and bypasses
+    the circuit breaker, whose state it reports: it is how an operator sees the breaker.
+    """
 
     @app.get(
         "/health",
@@ -553,8 +575,12 @@ def install_health(app: FastAPI, engine: AsyncEngine, timeout_s: float, operatio
         },
     )
     async def health() -> dict[str, Any]:
-        await check_database(engine, timeout_s)
-        return {"status": "ok", "checks": {"database": "ok"}}
+        try:
+            await check_database(engine, timeout_s)
+        except DependencyUnavailable as error:
+            error.extensions = {**error.extensions, "circuit_breaker": breaker.state}
+            raise
+        return {"status": "ok", "checks": {"database": "ok"}, "circuit_breaker": breaker.state}
 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

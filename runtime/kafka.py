@@ -26,6 +26,20 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "logger": logging.getLogger("librdkafka"),
+        # Client-side deadlines (issue 11): a broker that is connected but silent (a long
+        # GC pause, a blackholed path) must be noticed in seconds, not at the defaults.
+        # A request without an answer fails after 10 s instead of 60 s; librdkafka then
+        # closes the connection and reconnects, which is what heals a blackholed path.
+        "socket.timeout.ms": 10_000,
+        # Connecting (TCP + handshake) to a broker that does not answer: 5 s, not 30 s.
+        "socket.connection.setup.timeout.ms": 5_000,
+        # TCP keepalives: an idle connection to a vanished host is eventually dropped by
+        # the kernel instead of looking alive forever.
+        "socket.keepalive.enable": True,
+        # Reconnect with librdkafka's jittered exponential backoff, capped at 2 s (default
+        # 10 s) so that a healed broker is back in use within about two seconds.
+        "reconnect.backoff.ms": 100,
+        "reconnect.backoff.max.ms": 2_000,
     }
 
 
@@ -41,7 +55,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "linger.ms": 2,
         "compression.type": "lz4",
+        # The deadline of one message, retries included: past it the delivery report
+        # says failed and the relay rolls its batch back (the rows stay unpublished).
         "message.timeout.ms": settings.relay_delivery_timeout_ms,
+        # One produce request's deadline: shorter than the message's, so a request lost
+        # on a silent connection is retried on a new one before the message expires.
+        "request.timeout.ms": min(10_000, settings.relay_delivery_timeout_ms),
     }
     config.update(overrides)
     return config
@@ -58,6 +77,10 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "isolation.level": "read_committed",
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         "heartbeat.interval.ms": max(settings.kafka_session_timeout_ms // 5, 100),
+        # A worker that stops polling (its database frozen, retries backing off) keeps
+        # its partitions for 5 minutes (the default, stated): long enough to ride out
+        # an outage without a rebalance; a redelivery after one is absorbed by the inbox.
+        "max.poll.interval.ms": 300_000,
     }
     config.update(overrides)
     return config

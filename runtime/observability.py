@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,15 +25,33 @@ Check = Callable[[], None]
 _log = get_logger(__name__)
 
 
-def run_checks(checks: Mapping[str, Check]) -> tuple[int, dict[str, Any]]:
-    """Run every check; 200 with their states, or 503 problem naming the first failure."""
+#: Threads that run health checks; a check stuck on a silent server keeps its thread
+#: until its own timeout ends it, and /health answers without waiting for it.
+_CHECKS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health-check")
+
+
+def run_checks(checks: Mapping[str, Check], deadline_s: float = 2.0) -> tuple[int, dict[str, Any]]:
+    """Run every check at once; 200 with their states, or 503 problem naming the failures.
+
+    The whole answer is bounded by ``deadline_s``: a check that has not answered by then
+    counts as unavailable ("no answer within … s"), whatever it is still waiting for.
+    """
+    started = {name: _CHECKS.submit(check) for name, check in checks.items()}
+    wait(started.values(), timeout=deadline_s)
     states: dict[str, str] = {}
     failed: list[str] = []
-    for name, check in checks.items():
-        try:
-            check()
+    for name, future in started.items():
+        if not future.done():
+            states[name] = "unavailable"
+            failed.append(name)
+            _log.warning(
+                "health.check_failed", check=name, error=f"no answer within {deadline_s:g} s"
+            )
+            continue
+        error = future.exception()
+        if error is None:
             states[name] = "ok"
-        except Exception as error:
+        else:
             states[name] = "unavailable"
             failed.append(name)
             _log.warning("health.check_failed", check=name, error=str(error))
@@ -54,7 +73,9 @@ def run_checks(checks: Mapping[str, Check]) -> tuple[int, dict[str, Any]]:
 class ObservabilityServer:
     """Serves ``GET /health`` and ``GET /metrics`` in a daemon thread."""
 
-    def __init__(self, host: str, port: int, checks: Mapping[str, Check]) -> None:
+    def __init__(
+        self, host: str, port: int, checks: Mapping[str, Check], deadline_s: float = 2.0
+    ) -> None:
         checks = dict(checks)
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,7 +83,7 @@ class ObservabilityServer:
                 if self.path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
                 elif self.path == "/health":
-                    status, body = run_checks(checks)
+                    status, body = run_checks(checks, deadline_s)
                     kind = "application/json" if status == 200 else "application/problem+json"
                     self._send(status, kind, orjson.dumps(body))
                 else:

@@ -91,6 +91,41 @@ class Settings(BaseSettings):
     pg_pool_timeout_s: PositiveFloat = Field(
         2.0, description="Seconds a request waits for a pooled connection before a 503."
     )
+    db_deadline_s: PositiveFloat = Field(
+        2.0,
+        description="Client-side deadline of an API request's database work, in seconds:"
+        " past it the request answers 503 and its connection is discarded, whatever the"
+        " server does (frozen, blackholed).",
+    )
+    health_deadline_s: PositiveFloat = Field(
+        1.0, description="Client-side deadline of one dependency check of /health, in seconds."
+    )
+    loop_db_deadline_s: PositiveFloat = Field(
+        6.0,
+        description="Client-side deadline of each database call of the relay and the"
+        " workers, in seconds (above the statement timeout, so a slow statement is ended by"
+        " the server first); past it the connection is closed and the batch retried.",
+    )
+    pg_tcp_user_timeout_ms: PositiveInt = Field(
+        5000,
+        description="TCP_USER_TIMEOUT of every PostgreSQL connection, in milliseconds: how"
+        " long sent data may stay unacknowledged before the kernel drops the connection.",
+    )
+    pg_keepalives_idle_s: PositiveInt = Field(
+        5,
+        description="Seconds of silence before TCP keepalive probes start on a PostgreSQL"
+        " connection (then 3 probes, 2 s apart).",
+    )
+    db_breaker_threshold: PositiveInt = Field(
+        3,
+        description="Consecutive database deadline failures after which an API's circuit"
+        " breaker opens and answers 503 at once.",
+    )
+    db_breaker_open_s: PositiveFloat = Field(
+        2.0,
+        description="Seconds an open circuit breaker fails fast before one half-open probe"
+        " may try the database again.",
+    )
 
     # --- Kafka ------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(
@@ -220,6 +255,14 @@ class Settings(BaseSettings):
 
     # --- Logging ----------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level of every process.")
+
+    # --- Debezium heartbeat (issue 11) ------------------------------------------------
+    debezium_heartbeat_interval_ms: NonNegativeInt = Field(
+        10_000,
+        description="Debezium heartbeat period, in milliseconds (0: none). Each heartbeat"
+        " emits a logical message in the outbox database and confirms the slot's position,"
+        " so a quiet outbox does not pin the WAL other tables and databases write.",
+    )
 
     @model_validator(mode="after")
     def _secrets_are_real_outside_development(self) -> Settings:

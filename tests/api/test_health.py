@@ -16,7 +16,11 @@ async def test_health_is_ok_when_the_database_answers(client: httpx.AsyncClient)
     response = await client.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok"},
+        "circuit_breaker": "closed",
+    }
 
 
 def _unreachable(settings: Settings) -> Settings:
@@ -46,7 +50,8 @@ async def test_a_post_while_the_database_is_unreachable_is_a_quick_503(
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert response.json()["detail"] == "database is not answering; retry later"
+    assert response.json()["outcome"] == "not_stored"
+    assert "was not stored" in response.json()["detail"]
     # Not a latency claim: it only proves the request does not hang on the dead server.
     assert elapsed < settings.pg_connect_timeout_s + 3
 
