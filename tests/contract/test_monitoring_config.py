@@ -47,6 +47,7 @@ DASHBOARD_SERIES = {
     "prequal_consumer_messages_total",
     "prequal_consumer_batch_seconds",
     "prequal_consumer_retries_total",
+    "prequal_db_circuit_breaker_state",
     "prequal_submit_to_decision_visible_seconds",
 }
 
@@ -219,6 +220,7 @@ def compact(expr: str) -> str:
         ("PrequalDeadLetters", ">0", None),
         ("PrequalConsumerBatchSlow", ">1", "5m"),
         ("PrequalDecisionSlow", ">5", "5m"),
+        ("PrequalDatabaseBreakerOpen", "==2", "1m"),
     ],
 )
 def test_alert_thresholds_are_the_runbooks(

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from decision_worker.main import build_consumer
-from runtime.db import DeadlinePassed, connect
+from runtime.db import DeadlinePassed, connect, create_engine
 from runtime.settings import Settings
 from tests.support.events import credit_report_event, insert_application
 from tests.support.kafka import produce_events
@@ -98,3 +98,28 @@ def test_the_decision_worker_abandons_a_stalled_call_retries_and_decides_once(
         time.sleep(1.0)  # a second effect would show up now, if there were one
 
     assert _decided(db, application_id) == 1
+
+
+async def test_every_connection_asks_the_kernel_to_notice_a_silent_peer_in_seconds(
+    settings: Settings,
+) -> None:
+    wanted = {
+        "keepalives": "1",
+        "keepalives_idle": str(settings.pg_keepalives_idle_s),
+        "keepalives_interval": "2",
+        "keepalives_count": "3",
+        "tcp_user_timeout": str(settings.pg_tcp_user_timeout_ms),
+    }
+    with connect(settings, "tests") as loop_conn:
+        loop_parameters = loop_conn.info.get_parameters()
+    engine = create_engine(settings, "tests")
+    try:
+        async with engine.connect() as api_conn:
+            raw = (await api_conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            api_parameters = raw.info.get_parameters()
+    finally:
+        await engine.dispose()
+
+    for parameters in (loop_parameters, api_parameters):
+        assert {name: parameters.get(name) for name in wanted} == wanted
