@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -16,6 +17,7 @@ from runtime.db import create_engine
 from runtime.docs_ui import install_docs
 from runtime.http import (
     PROBLEM_CONTENT,
+    ExactJsonRoute,
     install_error_handlers,
     install_health,
     install_observability,
@@ -60,7 +62,14 @@ IdempotencyKey = Annotated[
         description="Makes a retried POST return the first answer instead of a new application.",
     ),
 ]
-TraceParent = Annotated[str | None, Header(max_length=55, include_in_schema=False)]
+TraceParent = Annotated[str | None, Header(include_in_schema=False)]
+#: W3C Trace Context, version 00: anything else is ignored, as the standard asks of a
+#: receiver, and never stored.
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _valid_traceparent(value: str | None) -> str | None:
+    return value if value is not None and _TRACEPARENT.fullmatch(value) else None
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -80,7 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A redirect to add or drop a slash would be built from the request's Host
+        # header: a spoofed Host would send the client (and its PAN) elsewhere.
+        redirect_slashes=False,
     )
+    # JSON numbers read exactly, as Decimal (runtime.http.ExactJsonRequest).
+    app.router.route_class = ExactJsonRoute
     breaker = DatabaseBreaker(
         "command-api", settings.db_breaker_threshold, settings.db_breaker_open_s
     )
@@ -112,7 +126,8 @@ def create_app(settings: Settings) -> FastAPI:
         idempotency_key: IdempotencyKey = None,
         traceparent: TraceParent = None,
     ) -> ApplicationAccepted:
-        accepted = await submit(body, SubmitContext(correlation_id, idempotency_key, traceparent))
+        context = SubmitContext(correlation_id, idempotency_key, _valid_traceparent(traceparent))
+        accepted = await submit(body, context)
         response.headers["Location"] = f"{base_url}/applications/{accepted.application_id}/status"
         if accepted.replayed:
             response.headers["Idempotent-Replayed"] = "true"

@@ -3,22 +3,73 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from schema.events import LoanType
 
+#: The one grammar of an amount given as a string: digits, then optionally a point and
+#: digits ("75000", "75000.5", "75000.00"). No sign, exponent, spaces or underscores:
+#: Python's Decimal() accepts "75_000" and " 7.5e4 ", which no client should rely on.
+#: A JSON number is read exactly (runtime.http.ExactJsonRequest), exponent included.
+#: Either way the value must then be > 0 with at most 2 decimals and 12 digits, which is
+#: NUMERIC(12,2) and the events' wire format ^[0-9]{1,10}\.[0-9]{2}$.
+AMOUNT_STRING = re.compile(r"[0-9]+(\.[0-9]+)?")
+_PAISE = Decimal("0.01")
+
+
+def _amount(value: object) -> object:
+    if isinstance(value, bool):  # JSON true is not 1 rupee
+        raise ValueError("must be a JSON number or a decimal string")
+    if isinstance(value, str):
+        if not AMOUNT_STRING.fullmatch(value):
+            raise ValueError(
+                "must be a JSON number or a decimal string of digits with an optional"
+                ' point, such as "75000.00"'
+            )
+        return Decimal(value)
+    return value
+
+
+def storable_text(value: str) -> str:
+    """``value`` if PostgreSQL can store it as it is, else ValueError (a 422 naming the field).
+
+    A text column takes any Unicode but NUL, and the driver sends UTF-8, which a lone
+    surrogate (``"\\ud800"``, valid in JSON) cannot be. Anything that passes validation
+    must be storable, or it would be a 500.
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid Unicode text (a lone surrogate is not)") from error
+    return value
+
+
 InrAmount = Annotated[
     Decimal,
+    BeforeValidator(_amount),
     Field(
         gt=0,
         max_digits=12,
         decimal_places=2,
-        description="Amount in INR: greater than 0, at most 2 decimals, below 10^10.",
+        description="Amount in INR: greater than 0, at most 2 decimals, below 10^10; a JSON"
+        ' number or a decimal string such as "75000.00".',
     ),
+    # 7.5E+4 and 75000 are both 75000.00: one form for the row, the event and the key.
+    AfterValidator(lambda amount: amount.quantize(_PAISE)),
 ]
 
 
@@ -51,6 +102,7 @@ class ApplicationRequest(BaseModel):
     applicant_name: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+        AfterValidator(storable_text),
         Field(
             description="The applicant's full name, 1 to 255 characters.", examples=["Rajesh Kumar"]
         ),

@@ -92,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A redirect to add or drop a slash would be built from the request's Host header.
+        redirect_slashes=False,
     )
     breaker = DatabaseBreaker(
         "query-api", settings.db_breaker_threshold, settings.db_breaker_open_s

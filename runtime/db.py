@@ -50,6 +50,8 @@ def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
         max_overflow=0,
         pool_timeout=settings.pg_pool_timeout_s,
         pool_pre_ping=settings.pg_pool_pre_ping,
+        # A driver error's message must never carry the applicant's data into a log.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": settings.pg_connect_timeout_s,
             "application_name": application_name,

@@ -10,13 +10,16 @@ CORS is off unless origins are configured.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
+import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, cast
 
 import orjson
@@ -24,6 +27,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -275,6 +279,45 @@ def _unparsable_body(exc: StarletteHTTPException) -> ProblemError | None:
     )
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not valid JSON")
+
+
+class ExactJsonRequest(Request):
+    """A request whose JSON numbers are read exactly, as :class:`~decimal.Decimal`.
+
+    The standard parser turns ``75000.10`` into a float (inexact) and refuses an integer
+    of more than 4,300 digits (Python's guard against quadratic int parsing), so a valid
+    JSON body got "cannot parse" instead of a 422 naming the field. Every number is a
+    Decimal here; the models decide what is acceptable. ``NaN`` and ``Infinity`` are not
+    JSON and stay unparsable.
+    """
+
+    async def json(self) -> Any:
+        """The body parsed as JSON, numbers as Decimal."""
+        if not hasattr(self, "_json"):
+            self._json = json.loads(
+                await self.body(),
+                parse_int=Decimal,
+                parse_float=Decimal,
+                parse_constant=_not_json,
+            )
+        return self._json
+
+
+class ExactJsonRoute(APIRoute):
+    """An API route that parses its JSON body with :class:`ExactJsonRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, given an :class:`ExactJsonRequest`."""
+        handler = super().get_route_handler()
+
+        async def exact(request: Request) -> Response:
+            return await handler(ExactJsonRequest(request.scope, request.receive))
+
+        return exact
+
+
 class RequestContextMiddleware:
     """Correlation id in and out, one log line per request, and the last-resort 500.
 
@@ -310,13 +353,25 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-correlation-id", correlation_id.encode()))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    # A status changes (PENDING, then decided) and an error is of its
+                    # moment: no cache may answer with a copy (RFC 9111 §5.2.2.5).
+                    headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            _log.exception("request.failed", method=scope["method"], path=scope["path"])
+        except Exception as error:
+            # The class and where it was raised, never the message: a driver's message
+            # carries the statement's parameters, the applicant's data among them.
+            _log.error(
+                "request.failed",
+                method=scope["method"],
+                path=scope["path"],
+                error_type=f"{type(error).__module__}.{type(error).__qualname__}",
+                raised_at=_frames(error),
+            )
             if response_started:
                 raise
             body = problem_body(
@@ -344,6 +399,40 @@ class RequestContextMiddleware:
             )
 
 
+def _frames(error: BaseException) -> list[str]:
+    """Where ``error`` was raised, as ``file:line function`` entries (no values)."""
+    return [
+        f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} {frame.name}"
+        for frame in traceback.extract_tb(error.__traceback__)[-8:]
+    ]
+
+
+class HeadAsGetMiddleware:
+    """``HEAD`` answers like ``GET`` without the body (RFC 9110 §9.3.2), on every route.
+
+    FastAPI registers ``GET`` routes for ``GET`` only; load balancers and uptime probes
+    use ``HEAD``. The request is routed as a ``GET`` (so ``HEAD`` is allowed exactly where
+    ``GET`` is: elsewhere the answer is the same 405) and the body is dropped on the way
+    out, its ``Content-Length`` kept.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 class BodyLimitExceeded(StarletteHTTPException):
     """The request body is larger than the limit (413)."""
 
@@ -357,6 +446,23 @@ class UnsupportedMediaType(StarletteHTTPException):
     def __init__(self) -> None:
         super().__init__(
             415, "The request body must be application/json (UTF-8, charset optional)."
+        )
+
+
+class UnsupportedContentEncoding(StarletteHTTPException):
+    """The request body is content-coded (gzip, br, …); only ``identity`` is read (415).
+
+    RFC 9110 §15.5.16 and RFC 7694: the answer names the codings accepted in
+    ``Accept-Encoding``. Decoding is refused rather than offered: a body of at most a few
+    KiB gains nothing from compression, and a decoder is one more way to exhaust memory.
+    """
+
+    def __init__(self, coding: str) -> None:
+        super().__init__(
+            415,
+            f"Content-Encoding {coding!r} is not accepted; send the body uncompressed"
+            " (identity).",
+            headers={"Accept-Encoding": "identity"},
         )
 
 
@@ -403,6 +509,12 @@ class RequestLimitsMiddleware:
             await _problem(scope, receive, send, BodyLimitExceeded(limit))
             return
         content_type = _header(scope, b"content-type")
+        coding = (_header(scope, b"content-encoding") or "identity").strip().lower()
+        if scope["method"] in _BODY_METHODS and coding not in ("", "identity"):
+            # Refused before a byte is read: a body that is not what its header says is
+            # never accepted, and nothing is decoded.
+            await _problem(scope, receive, send, UnsupportedContentEncoding(coding))
+            return
         received = 0
         checked = False
 
@@ -451,7 +563,8 @@ async def _problem(
         instance=scope["path"],
         correlation_id=scope.get("state", {}).get("correlation_id"),
     )
-    await ProblemResponse(body, status_code=error.status_code)(scope, receive, send)
+    response = ProblemResponse(body, status_code=error.status_code, headers=error.headers)
+    await response(scope, receive, send)
 
 
 #: Documented on every operation that takes a request body.
@@ -460,7 +573,11 @@ REQUEST_BODY_RESPONSES: dict[str, dict[str, Any]] = {
         "description": "The request body is larger than PREQUAL_HTTP_MAX_BODY_BYTES.",
         **PROBLEM_CONTENT,
     },
-    "415": {"description": "The request body is not application/json.", **PROBLEM_CONTENT},
+    "415": {
+        "description": "The request body is not application/json, or is content-coded"
+        " (only identity is accepted; see Accept-Encoding).",
+        **PROBLEM_CONTENT,
+    },
 }
 #: Headers a browser client sends and may read (CORS).
 CORS_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Correlation-ID", "traceparent")
@@ -532,6 +649,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def install_observability(app: FastAPI, service: str) -> None:
     """Correlation ids, request logs and metrics for ``app``, and its ``GET /metrics``."""
+    # Innermost, whatever is installed later: a HEAD is logged and counted as a HEAD.
+    app.user_middleware.append(Middleware(HeadAsGetMiddleware))
     app.add_middleware(RequestContextMiddleware, service=service)
 
     @app.get("/metrics", include_in_schema=False)

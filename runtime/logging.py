@@ -19,12 +19,29 @@ import structlog
 
 # No word boundaries: a PAN glued to other characters (``pan_ABCDE1234F``, a URL-encoded
 # ``%22ABCDE1234F``, ``IDABCDE1234F``) is still a PAN, and a stray match costs nothing.
-_PAN = re.compile(r"([A-Z]{5})([0-9]{4})([A-Z])")
+# Any case: a client may send ``qwert1234z`` (a 422, but its path or body still reaches a
+# log line or a problem body). Hex identifiers are left whole, not searched: a UUID or a
+# trace id (lowercase hex) would otherwise hold a PAN-shaped run now and then (about one
+# UUID in a hundred), and a masked id could no longer be looked up.
+_PAN = re.compile(
+    r"(?P<hex>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-f]{16,})"
+    r"|(?P<letters>[A-Za-z]{5})(?P<digits>[0-9]{4})(?P<last>[A-Za-z])"
+)
+
+
+def _masked(match: re.Match[str]) -> str:
+    if match.group("hex") is not None:
+        return match.group("hex")
+    return f"{match.group('letters')}***{match.group('digits')[-1]}{match.group('last')}"
 
 
 def mask_pan(text: str) -> str:
-    """Mask every PAN in ``text``: ``ABCDE1234F`` becomes ``ABCDE***4F``."""
-    return _PAN.sub(lambda m: f"{m.group(1)}***{m.group(2)[-1]}{m.group(3)}", text)
+    """Mask every PAN in ``text``, in any case: ``ABCDE1234F`` becomes ``ABCDE***4F``.
+
+    UUIDs and runs of 16 or more lowercase hex digits (trace and span ids) are kept whole.
+    """
+    return _PAN.sub(_masked, text)
 
 
 def _mask_value(value: Any) -> Any:

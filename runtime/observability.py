@@ -80,29 +80,69 @@ class ObservabilityServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                self._answer(head=False)
+
+            def do_HEAD(self) -> None:
+                # RFC 9110 §9.3.2: the GET answer's status and headers, without the body.
+                self._answer(head=True)
+
+            def _answer(self, head: bool) -> None:
                 if self.path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY), head)
                 elif self.path == "/health":
                     status, body = run_checks(checks, deadline_s)
                     kind = "application/json" if status == 200 else "application/problem+json"
-                    self._send(status, kind, orjson.dumps(body))
+                    self._send(status, kind, orjson.dumps(body), head)
                 else:
-                    body = problem_body(
-                        status=404,
-                        title="Not found",
-                        detail="Not Found",
-                        slug="not-found",
-                        instance=self.path,
-                        correlation_id=None,
-                    )
-                    self._send(404, "application/problem+json", orjson.dumps(body))
+                    self._problem(404, "Not found", "Not Found", head=head)
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
+            def send_error(
+                self, code: int, message: str | None = None, explain: str | None = None
+            ) -> None:
+                """Every error in the one problem shape (the base class writes HTML)."""
+                if code == 501:  # a method this server has no handler for
+                    self._problem(
+                        405, "Method not allowed", "Method Not Allowed", {"Allow": "GET, HEAD"}
+                    )
+                else:
+                    self._problem(code, "HTTP error", message or explain or "HTTP error")
+
+            def _problem(
+                self,
+                status: int,
+                title: str,
+                detail: str,
+                headers: dict[str, str] | None = None,
+                head: bool = False,
+            ) -> None:
+                body = problem_body(
+                    status=status,
+                    title=title,
+                    detail=detail,
+                    slug=title.lower().replace(" ", "-"),
+                    # Unset when the request line itself could not be parsed.
+                    instance=getattr(self, "path", "/"),
+                    correlation_id=None,
+                )
+                self._send(status, "application/problem+json", orjson.dumps(body), head, headers)
+
+            def _send(
+                self,
+                status: int,
+                content_type: str,
+                body: bytes,
+                head: bool,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Scrapes every few seconds would drown the log; stay quiet."""

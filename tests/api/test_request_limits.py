@@ -16,6 +16,7 @@ from starlette.types import Message, Scope
 from command_api.app import create_app as create_command_app
 from query_api.app import create_app as create_query_app
 from runtime.http import (
+    HeadAsGetMiddleware,
     RequestContextMiddleware,
     RequestLimitsMiddleware,
     install_observability,
@@ -327,6 +328,7 @@ def test_the_limits_sit_inside_the_request_context_whatever_the_install_order(
         RequestContextMiddleware,
         CORSMiddleware,
         RequestLimitsMiddleware,
+        HeadAsGetMiddleware,
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -58,3 +59,45 @@ def test_the_server_answers_health_metrics_and_a_404_problem(server: str) -> Non
     assert "python_info" in metrics.text or "process_" in metrics.text or "# HELP" in metrics.text
     assert missing.status_code == 404
     assert missing.json()["instance"] == "/nowhere"
+
+
+def test_head_answers_like_get_without_the_body(server: str) -> None:
+    for path, status in (("/health", 503), ("/metrics", 200), ("/nowhere", 404)):
+        get = httpx.get(f"{server}{path}")
+        head = httpx.head(f"{server}{path}")
+
+        assert head.status_code == get.status_code == status, path
+        assert head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+        if path != "/metrics":  # the series change between two scrapes
+            assert head.headers["content-length"] == get.headers["content-length"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "BREW"])
+def test_any_other_method_is_a_405_problem_naming_get_and_head(server: str, method: str) -> None:
+    response = httpx.request(method, f"{server}/health")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 405
+
+
+def test_no_answer_may_be_stored_by_a_cache(server: str) -> None:
+    for path in ("/health", "/metrics", "/nowhere"):
+        assert httpx.get(f"{server}{path}").headers["cache-control"] == "no-store"
+
+
+def test_a_check_that_does_not_answer_is_unavailable_at_the_deadline() -> None:
+    release = threading.Event()
+
+    def silent() -> None:
+        release.wait(10)
+
+    try:
+        status, body = run_checks({"database": silent, "kafka": _ok}, deadline_s=0.2)
+    finally:
+        release.set()
+
+    assert status == 503
+    assert body["checks"] == {"database": "unavailable", "kafka": "ok"}
