@@ -63,7 +63,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 prequal \
     && useradd --system --uid 10001 --gid prequal --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin prequal \
-    && mkdir /app && chown prequal:prequal /app
+    && mkdir /app && chown prequal:prequal /app \
+    && mkdir -p /var/lib/prequal/auth && chown -R prequal:prequal /var/lib/prequal
 
 COPY --from=builder /opt/venv /opt/venv
 

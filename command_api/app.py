@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Header, Request, Response, status
 
 from command_api.models import ApplicationAccepted, ApplicationRequest
 from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
+from runtime.auth import Principal, TokenVerifier, auth_responses, document_scopes, requires
 from runtime.breaker import DatabaseBreaker
 from runtime.db import create_engine
 from runtime.docs_ui import install_docs
@@ -23,7 +24,10 @@ from runtime.http import (
     install_observability,
     install_request_limits,
 )
+from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
+
+WRITE_SCOPE = "applications:write"
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The same Idempotency-Key is still being processed.", **PROBLEM_CONTENT},
@@ -51,6 +55,7 @@ async def _correlation_id(request: Request) -> str:
 
 
 Submit = Annotated[SubmitApplication, Depends(_submit)]
+Writer = Annotated[Principal, Depends(requires(WRITE_SCOPE))]
 CorrelationId = Annotated[str, Depends(_correlation_id)]
 IdempotencyKey = Annotated[
     str | None,
@@ -98,13 +103,18 @@ def create_app(settings: Settings) -> FastAPI:
     breaker = DatabaseBreaker(
         "command-api", settings.db_breaker_threshold, settings.db_breaker_open_s
     )
+    limiter = RateLimiter(
+        engine, settings.db_deadline_s, settings.rate_limit_per_s, settings.rate_limit_burst
+    )
     app.state.submit = SubmitApplication(
         engine,
         settings.topic_submitted,
         timedelta(seconds=settings.idempotency_key_ttl_s),
         breaker,
         settings.db_deadline_s,
+        limiter,
     )
+    app.state.tokens = TokenVerifier(settings)
     install_observability(app, "command-api")
     install_request_limits(app, settings)
     install_health(app, engine, breaker, settings.health_deadline_s, "commandApiHealth")
@@ -114,24 +124,29 @@ def create_app(settings: Settings) -> FastAPI:
         "/applications",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=ApplicationAccepted,
-        responses=_ERROR_RESPONSES,
+        responses={**auth_responses(WRITE_SCOPE), **_ERROR_RESPONSES},
         operation_id="submitApplication",
         summary="Submit an application; the decision follows asynchronously.",
     )
     async def submit_application(
         body: ApplicationRequest,
         response: Response,
+        caller: Writer,
         submit: Submit,
         correlation_id: CorrelationId,
         idempotency_key: IdempotencyKey = None,
         traceparent: TraceParent = None,
     ) -> ApplicationAccepted:
-        context = SubmitContext(correlation_id, idempotency_key, _valid_traceparent(traceparent))
+        context = SubmitContext(
+            correlation_id, idempotency_key, _valid_traceparent(traceparent), caller.client_id
+        )
         accepted = await submit(body, context)
+        response.headers.update(accepted.rate_limit)
         response.headers["Location"] = f"{base_url}/applications/{accepted.application_id}/status"
         if accepted.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return ApplicationAccepted(application_id=accepted.application_id)
 
     install_docs(app, app.title)
+    document_scopes(app, {"submitApplication": WRITE_SCOPE})
     return app

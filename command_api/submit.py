@@ -8,7 +8,7 @@ execute statements in it and never commit.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -31,6 +31,7 @@ from runtime.errors import (
     WriteFailed,
 )
 from runtime.logging import get_logger
+from runtime.rate_limit import RateLimiter
 from schema.events import (
     ApplicationStatus,
     LoanApplicationSubmittedV1,
@@ -43,9 +44,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Data-modifying CTEs: three inserts, one statement, one commit. The column lists are
 # the same as the SQLAlchemy path's (_store and outbox.append); tests compare the rows.
 # Each row template is repeated once per application of a group (command_api.group_commit).
-_APPLICATION_ROW = """(%(id)s, %(pan)s, %(name)s, %(income)s, %(amount)s, %(loan_type)s,
-    'PENDING', %(now)s, %(now)s)"""
-_PROJECTION_ROW = "(%(id)s, 'PENDING', %(now)s, %(now)s, 1)"
+_APPLICATION_ROW = """(%(id)s, %(client_id)s, %(pan)s, %(name)s, %(income)s, %(amount)s,
+    %(loan_type)s, 'PENDING', %(now)s, %(now)s)"""
+_PROJECTION_ROW = "(%(id)s, %(client_id)s, 'PENDING', %(now)s, %(now)s, 1)"
 # In OUTBOX_COLUMNS order.
 _OUTBOX_ROW = """(%(event_id)s, %(aggregatetype)s, %(id)s::text, %(type)s, %(topic)s,
     %(payload)s::jsonb, %(correlation_id)s, %(causation_id)s, %(traceparent)s, %(now)s)"""
@@ -55,12 +56,12 @@ def store_applications_ctes(count: int) -> str:
     """The CTEs storing ``count`` applications and their projection rows (numbered params)."""
     return f"""
 WITH application AS (
-    INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,
+    INSERT INTO applications (id, client_id, pan_number, applicant_name, monthly_income_inr,
                               loan_amount_inr, loan_type, status, created_at, updated_at)
     VALUES {numbered_rows(_APPLICATION_ROW, count)}
 ), projection AS (
-    INSERT INTO application_status (application_id, status, submitted_at, updated_at,
-                                    version)
+    INSERT INTO application_status (application_id, client_id, status, submitted_at,
+                                    updated_at, version)
     VALUES {numbered_rows(_PROJECTION_ROW, count)}
 )
 """  # noqa: S608 — built from the constant row templates; every value is a bound parameter
@@ -83,6 +84,8 @@ class Accepted:
 
     application_id: UUID
     replayed: bool = False
+    #: The RateLimit headers of the answer (empty without a limiter).
+    rate_limit: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,8 @@ class SubmitContext:
     correlation_id: str
     idempotency_key: str | None = None
     traceparent: str | None = None
+    #: The OAuth client submitting (its token's azp or sub); it alone may read the result.
+    client_id: str = ""
 
 
 class SubmitApplication:
@@ -104,6 +109,7 @@ class SubmitApplication:
         idempotency_ttl: timedelta,
         breaker: DatabaseBreaker | None = None,
         deadline_s: float = 2.0,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._engine = engine
         self._group_commit = GroupCommit(engine, submit_statement, deadline_s=deadline_s)
@@ -111,6 +117,8 @@ class SubmitApplication:
         self._ttl = idempotency_ttl
         self._breaker = breaker or DatabaseBreaker("command-api", threshold=3, open_s=2.0)
         self._deadline_s = deadline_s
+        # None only for the benchmark's baseline (the original design had no limit).
+        self._limiter = limiter
 
     async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
         """Run the use case; raise a problem error when the request cannot be accepted.
@@ -121,7 +129,8 @@ class SubmitApplication:
         """
         try:
             async with self._breaker.guard():
-                accepted = await self._transaction(request, ctx)
+                rate = {} if self._limiter is None else await self._limiter.take(ctx.client_id)
+                accepted = replace(await self._transaction(request, ctx), rate_limit=rate)
         except WriteFailed:
             raise
         except DependencyUnavailable as error:  # the breaker was open: nothing was sent
@@ -146,14 +155,17 @@ class SubmitApplication:
                 await conn.begin()
                 now = datetime.now(UTC)
                 fingerprint = request.fingerprint()
-                earlier = await _claim_key(conn, ctx.idempotency_key, fingerprint, now)
+                earlier = await _claim_key(
+                    conn, ctx.client_id, ctx.idempotency_key, fingerprint, now
+                )
                 if earlier is not None:
                     return Accepted(earlier, replayed=True)
                 application_id = uuid4()
-                await _store(conn, application_id, request, now)
+                await _store(conn, application_id, ctx.client_id, request, now)
                 await self._emit(conn, self._message(application_id, request, ctx, now))
                 await conn.execute(
                     insert(idempotency_keys).values(
+                        client_id=ctx.client_id,
                         key=ctx.idempotency_key,
                         fingerprint=fingerprint,
                         application_id=application_id,
@@ -193,6 +205,7 @@ class SubmitApplication:
         env = message.envelope
         params = {
             "id": application_id,
+            "client_id": ctx.client_id,
             "pan": request.pan_number,
             "name": request.applicant_name,
             "income": request.monthly_income_inr,
@@ -239,17 +252,23 @@ class SubmitApplication:
                 loan_amount_inr=request.loan_amount_inr,
                 loan_type=request.loan_type,
                 submitted_at=now,
+                client_id=ctx.client_id or None,
             ),
         )
         return OutboxMessage(event, self._topic, traceparent=ctx.traceparent)
 
 
 async def _store(
-    conn: AsyncConnection, application_id: UUID, request: ApplicationRequest, now: datetime
+    conn: AsyncConnection,
+    application_id: UUID,
+    client_id: str,
+    request: ApplicationRequest,
+    now: datetime,
 ) -> None:
     await conn.execute(
         insert(applications).values(
             id=application_id,
+            client_id=client_id,
             pan_number=request.pan_number,
             applicant_name=request.applicant_name,
             monthly_income_inr=request.monthly_income_inr,
@@ -265,6 +284,7 @@ async def _store(
     await conn.execute(
         insert(application_status).values(
             application_id=application_id,
+            client_id=client_id,
             status=ApplicationStatus.PENDING.value,
             submitted_at=now,
             updated_at=now,
@@ -273,12 +293,13 @@ async def _store(
     )
 
 
-def _lock_id(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+def _lock_id(client_id: str, key: str) -> int:
+    scoped = f"{client_id}\x1f{key}".encode()
+    return int.from_bytes(hashlib.sha256(scoped).digest()[:8], "big", signed=True)
 
 
 async def _claim_key(
-    conn: AsyncConnection, key: str, fingerprint: str, now: datetime
+    conn: AsyncConnection, client_id: str, key: str, fingerprint: str, now: datetime
 ) -> UUID | None:
     """Own ``key`` for this transaction; return the earlier application if it is a retry.
 
@@ -286,7 +307,7 @@ async def _claim_key(
     transaction ends, so a concurrent request with the same key is told 409 at once
     instead of waiting on (or racing) the first.
     """
-    acquired = await conn.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(key))))
+    acquired = await conn.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(client_id, key))))
     if not acquired:
         raise Conflict(f"A request with this {IDEMPOTENCY_HEADER} is still being processed.")
     row = (
@@ -295,13 +316,17 @@ async def _claim_key(
                 idempotency_keys.c.fingerprint,
                 idempotency_keys.c.application_id,
                 idempotency_keys.c.expires_at,
-            ).where(idempotency_keys.c.key == key)
+            ).where(idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key)
         )
     ).first()
     if row is None:
         return None
     if row.expires_at <= now:
-        await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.key == key))
+        await conn.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key
+            )
+        )
         return None
     if row.fingerprint != fingerprint:
         raise ValidationProblem(

@@ -29,7 +29,7 @@ _DECIDE = """
     UPDATE applications
        SET status = %(status)s, cibil_score = %(score)s
      WHERE id = %(id)s AND status = 'PENDING'
- RETURNING created_at
+ RETURNING created_at, client_id
 """
 
 
@@ -69,6 +69,7 @@ class DecisionHandler:
                 cibil_score=report.cibil_score,
                 submitted_at=row[0],
                 decided_at=now,
+                client_id=row[1] or None,
             ),
         )
         append_sync(conn, OutboxMessage(decided, self._topic))

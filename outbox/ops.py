@@ -48,6 +48,7 @@ from outbox.replay import ReplayCriteria, ReplayPlan, plan_replay, replay
 from outbox.status import outbox_status
 from runtime.db import connect
 from runtime.kafka import all_topics, ensure_topics
+from runtime.dev_issuer import DevelopmentIssuerRefused, issue_token
 from runtime.settings import Settings
 from schema.events import EventType
 
@@ -579,6 +580,28 @@ def _print_redriven(done: Sequence[Redriven], as_json: bool) -> None:
             f"{item.topic}[{item.partition}]@{item.offset}"
         )
     typer.echo(f"Redrove {len(done)} dead letters.")
+
+
+@app.command("token")
+def token_command(
+    client: Annotated[str, typer.Option(help="The client id (azp and sub of the token).")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help="A scope to grant; repeat it (applications:write, applications:read)."),
+    ],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
+) -> None:
+    """Print an access token from the development issuer (never in production).
+
+    For ``make run`` and the README's walkthrough: ``curl -H "Authorization: Bearer
+    $(prequal-ops token --client demo --scope applications:write)"``.
+    """
+    settings = Settings()
+    try:
+        typer.echo(issue_token(settings, client, scope, ttl))
+    except DevelopmentIssuerRefused as refused:
+        typer.echo(f"refused: {refused}; tokens come from your identity provider", err=True)
+        raise typer.Exit(2) from refused
 
 
 def main() -> None:

@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from query_api.models import ApplicationStatusResponse
+from runtime.auth import Principal, TokenVerifier, auth_responses, document_scopes, requires
 from runtime.breaker import DatabaseBreaker
 from runtime.db import create_engine
 from runtime.deadline import bounded_connection
@@ -24,8 +25,11 @@ from runtime.http import (
     install_observability,
     install_request_limits,
 )
+from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
 from schema.tables import application_status
+
+READ_SCOPE = "applications:read"
 
 
 class StatusReader:
@@ -36,27 +40,39 @@ class StatusReader:
     :class:`~runtime.errors.NotFound` for an unknown id.
     """
 
-    def __init__(self, engine: AsyncEngine, breaker: DatabaseBreaker, deadline_s: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        breaker: DatabaseBreaker,
+        limiter: RateLimiter,
+        deadline_s: float,
+    ) -> None:
         self._engine = engine
         self._breaker = breaker
+        self._limiter = limiter
         self._deadline_s = deadline_s
 
-    async def __call__(self, application_id: UUID) -> ApplicationStatusResponse:
-        """The status of ``application_id``."""
-        async with (
-            self._breaker.guard(),
-            bounded_connection(self._engine, self._deadline_s) as conn,
-        ):
-            row = (
-                await conn.execute(
-                    select(*_STATUS_COLUMNS).where(
-                        application_status.c.application_id == application_id
-                    )
-                )
-            ).first()
+    async def __call__(
+        self, application_id: UUID, client_id: str
+    ) -> tuple[ApplicationStatusResponse, dict[str, str]]:
+        """The status of ``application_id`` if ``client_id`` submitted it; RateLimit headers.
+
+        Another client's application is not found, exactly like an unknown id: the
+        answer must not tell a caller that an id exists. Raises
+        :class:`~runtime.errors.TooManyRequests` past the client's rate. The rate and
+        the read are one request to the circuit breaker.
+        """
+        query = select(*_STATUS_COLUMNS).where(
+            application_status.c.application_id == application_id,
+            application_status.c.client_id == client_id,
+        )
+        async with self._breaker.guard():
+            rate = await self._limiter.take(client_id)
+            async with bounded_connection(self._engine, self._deadline_s) as conn:
+                row = (await conn.execute(query)).first()
         if row is None:
             raise NotFound(f"No application {application_id}.")
-        return ApplicationStatusResponse.model_validate(row._mapping)
+        return ApplicationStatusResponse.model_validate(row._mapping), rate
 
 
 async def _reader(request: Request) -> StatusReader:
@@ -65,6 +81,7 @@ async def _reader(request: Request) -> StatusReader:
 
 
 Reader = Annotated[StatusReader, Depends(_reader)]
+Client = Annotated[Principal, Depends(requires(READ_SCOPE))]
 ApplicationId = Annotated[UUID, Path(description="The id returned by POST /applications.")]
 
 _STATUS_COLUMNS = (
@@ -98,7 +115,11 @@ def create_app(settings: Settings) -> FastAPI:
     breaker = DatabaseBreaker(
         "query-api", settings.db_breaker_threshold, settings.db_breaker_open_s
     )
-    app.state.reader = StatusReader(engine, breaker, settings.db_deadline_s)
+    limiter = RateLimiter(
+        engine, settings.db_deadline_s, settings.rate_limit_per_s, settings.rate_limit_burst
+    )
+    app.state.reader = StatusReader(engine, breaker, limiter, settings.db_deadline_s)
+    app.state.tokens = TokenVerifier(settings)
     install_observability(app, "query-api")
     install_request_limits(app, settings)
     install_health(app, engine, breaker, settings.health_deadline_s, "queryApiHealth")
@@ -110,13 +131,23 @@ def create_app(settings: Settings) -> FastAPI:
         operation_id="getApplicationStatus",
         summary="The application's status: PENDING until decided, then the decision.",
         responses={
-            404: {"description": "No application has this id.", **PROBLEM_CONTENT},
+            **auth_responses(READ_SCOPE),
+            404: {
+                "description": "No application of this client has this id (another"
+                " client's application is not found either).",
+                **PROBLEM_CONTENT,
+            },
             422: {"description": "The id is not a UUID.", **PROBLEM_CONTENT},
             503: {"description": "The database is not answering.", **PROBLEM_CONTENT},
         },
     )
-    async def get_status(application_id: ApplicationId, read: Reader) -> ApplicationStatusResponse:
-        return await read(application_id)
+    async def get_status(
+        application_id: ApplicationId, caller: Client, read: Reader, response: Response
+    ) -> ApplicationStatusResponse:
+        status, rate = await read(application_id, caller.client_id)
+        response.headers.update(rate)
+        return status
 
     install_docs(app, app.title)
+    document_scopes(app, {"getApplicationStatus": READ_SCOPE})
     return app

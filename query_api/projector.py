@@ -27,10 +27,10 @@ DECIDED_VERSION = 2
 
 _UPSERT = """
     INSERT INTO application_status AS s
-           (application_id, status, cibil_score, submitted_at, decided_at, updated_at,
-            last_event_id, version)
-    VALUES (%(id)s, %(status)s, %(score)s, %(submitted_at)s, %(decided_at)s, now(),
-            %(event_id)s, %(version)s)
+           (application_id, client_id, status, cibil_score, submitted_at, decided_at,
+            updated_at, last_event_id, version)
+    VALUES (%(id)s, %(client_id)s, %(status)s, %(score)s, %(submitted_at)s, %(decided_at)s,
+            now(), %(event_id)s, %(version)s)
     ON CONFLICT (application_id) DO UPDATE
        SET status = EXCLUDED.status,
            cibil_score = EXCLUDED.cibil_score,
@@ -53,6 +53,7 @@ def project(conn: psycopg.Connection, event: Envelope[Any]) -> None:
             "decided_at": None,
             "event_id": event.event_id,
             "version": PENDING_VERSION,
+            "client_id": event.data.client_id or "",
         }
     elif isinstance(event, DecidedEvent):
         params = {
@@ -63,6 +64,7 @@ def project(conn: psycopg.Connection, event: Envelope[Any]) -> None:
             "decided_at": event.data.decided_at,
             "event_id": event.event_id,
             "version": DECIDED_VERSION,
+            "client_id": event.data.client_id or "",
         }
     else:
         raise PermanentFailure(f"projector does not handle {event.event_type.value}")

@@ -106,3 +106,57 @@ class Conflict(ProblemError):
         super().__init__(
             409, "Conflict", detail, "conflict", headers={"Retry-After": str(retry_after_s)}
         )
+
+
+class Unauthenticated(ProblemError):
+    """No valid bearer token (401, RFC 6750 §3).
+
+    ``invalid_token`` is set when a token was presented and refused; the body says no
+    more than that (which check failed is for the log, never for the caller).
+    """
+
+    def __init__(self, invalid_token: bool) -> None:
+        challenge = 'Bearer realm="prequal"'
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        super().__init__(
+            401,
+            "Unauthorized",
+            (
+                "A valid bearer token is required."
+                if not invalid_token
+                else "The bearer token is not valid."
+            ),
+            "unauthorized",
+            headers={"WWW-Authenticate": challenge},
+        )
+
+
+class Forbidden(ProblemError):
+    """The token is valid but lacks the scope the operation needs (403, RFC 6750 §3.1)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            403,
+            "Forbidden",
+            f"The token lacks the scope {scope}.",
+            "forbidden",
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="prequal", error="insufficient_scope", scope="{scope}"'
+                )
+            },
+        )
+
+
+class TooManyRequests(ProblemError):
+    """The client is over its rate (429, RFC 6585 §4); retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: int, headers: dict[str, str]) -> None:
+        super().__init__(
+            429,
+            "Too many requests",
+            f"This client is over its rate; retry after {retry_after_s} s.",
+            "too-many-requests",
+            headers={"Retry-After": str(retry_after_s), **headers},
+        )

@@ -580,8 +580,22 @@ REQUEST_BODY_RESPONSES: dict[str, dict[str, Any]] = {
     },
 }
 #: Headers a browser client sends and may read (CORS).
-CORS_REQUEST_HEADERS = ("Content-Type", "Idempotency-Key", "X-Correlation-ID", "traceparent")
-CORS_EXPOSED_HEADERS = ("Location", "X-Correlation-ID", "Idempotent-Replayed", "Retry-After")
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Correlation-ID",
+    "traceparent",
+)
+CORS_EXPOSED_HEADERS = (
+    "Location",
+    "X-Correlation-ID",
+    "Idempotent-Replayed",
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "WWW-Authenticate",
+)
 
 
 def install_request_limits(app: FastAPI, settings: Settings) -> None:

@@ -50,6 +50,12 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+#: Signature algorithms a token may use: public-key ones only, so that no key the APIs
+#: hold can sign a token (and HS256 keyed with the public key, the classic confusion, is
+#: refused by name).
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "ES256", "ES384"})
+
+
 class Settings(BaseSettings):
     """Configuration shared by every process; each process reads the fields it needs."""
 
@@ -253,6 +259,45 @@ class Settings(BaseSettings):
         " empty sends no CORS headers at all.",
     )
 
+    # --- Access control (OAuth 2.0 bearer tokens, RFC 6750) ---------------------------
+    auth_jwks_url: str = Field(
+        "",
+        description="JWKS URL of the identity provider whose tokens the APIs accept (https"
+        " in production). Empty in development: the development issuer's keys under"
+        " PREQUAL_AUTH_DEV_DIR (made on first use; tokens from `prequal-ops token`).",
+    )
+    auth_issuer: str = Field(
+        "prequal-development-issuer", description="Expected `iss` of every token."
+    )
+    auth_audience: str = Field("prequal", description="Expected `aud` of every token.")
+    auth_algorithms: str = Field(
+        "RS256,ES256",
+        description="Signature algorithms accepted, comma separated; asymmetric only"
+        " (RS256, RS384, RS512, ES256, ES384, PS256): HS* and none are refused.",
+    )
+    auth_leeway_s: NonNegativeInt = Field(
+        30, description="Clock skew allowed on `exp` and `nbf`, in seconds."
+    )
+    auth_jwks_refresh_s: NonNegativeInt = Field(
+        10,
+        description="A token naming an unknown key id fetches the JWKS again at most this"
+        " often, in seconds (a key rotation is seen within it; made-up key ids cannot"
+        " flood the identity provider).",
+    )
+    auth_dev_dir: str = Field(
+        ".infra/auth",
+        description="Where the development issuer keeps its key pair and JWKS (development"
+        " and test only; production refuses it).",
+    )
+    rate_limit_per_s: PositiveFloat = Field(
+        200.0,
+        description="Requests per second each client may make, on average, across every"
+        " API process (a token bucket kept in PostgreSQL).",
+    )
+    rate_limit_burst: PositiveInt = Field(
+        400, description="Requests a client may make at once before the rate applies."
+    )
+
     # --- Logging ----------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level of every process.")
 
@@ -263,6 +308,28 @@ class Settings(BaseSettings):
         " emits a logical message in the outbox database and confirms the slot's position,"
         " so a quiet outbox does not pin the WAL other tables and databases write.",
     )
+
+    @model_validator(mode="after")
+    def _tokens_are_verified_as_production_needs(self) -> Settings:
+        """Asymmetric algorithms only; in production, an https JWKS URL, no dev issuer."""
+        weak = [a for a in self.auth_algorithm_list if a not in ASYMMETRIC_ALGORITHMS]
+        if weak or not self.auth_algorithm_list:
+            raise ValueError(
+                f"PREQUAL_AUTH_ALGORITHMS may name only {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+            )
+        if self.environment is Environment.PRODUCTION and not self.auth_jwks_url.startswith(
+            "https://"
+        ):
+            raise ValueError(
+                "PREQUAL_AUTH_JWKS_URL must be the identity provider's https JWKS URL in"
+                " production; the development issuer refuses to run there"
+            )
+        return self
+
+    @property
+    def auth_algorithm_list(self) -> list[str]:
+        """The accepted signature algorithms."""
+        return [a.strip() for a in self.auth_algorithms.split(",") if a.strip()]
 
     @model_validator(mode="after")
     def _secrets_are_real_outside_development(self) -> Settings:

@@ -90,6 +90,8 @@ class LoanApplicationSubmittedV1(_Payload):
     loan_amount_inr: Money
     loan_type: LoanType
     submitted_at: AwareDatetime
+    #: The OAuth client that submitted it (added in place: optional, so v1 still reads).
+    client_id: str | None = None
 
 
 class CreditReportGeneratedV1(_Payload):
@@ -113,6 +115,8 @@ class LoanApplicationDecidedV1(_Payload):
     cibil_score: CibilScore
     submitted_at: AwareDatetime
     decided_at: AwareDatetime
+    #: The OAuth client that submitted the application (optional: older events lack it).
+    client_id: str | None = None
 
 
 P = TypeVar("P", bound=BaseModel)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     Identity,
     Index,
     Integer,
@@ -35,6 +36,8 @@ applications = Table(
     "applications",
     metadata,
     Column("id", Uuid, primary_key=True),
+    # The OAuth client (azp, or sub) that submitted it: only that client reads it.
+    Column("client_id", Text, nullable=False, server_default=""),
     Column("pan_number", String(10), nullable=False, index=True),
     Column("applicant_name", String(255), nullable=False),
     Column("monthly_income_inr", Numeric(12, 2), nullable=False),
@@ -101,6 +104,7 @@ application_status = Table(
     "application_status",
     metadata,
     Column("application_id", Uuid, primary_key=True),
+    Column("client_id", Text, nullable=False, server_default=""),
     Column("status", String(16), nullable=False),
     Column("cibil_score", Integer, nullable=True),
     Column("submitted_at", DateTime(timezone=True), nullable=False),
@@ -117,11 +121,22 @@ application_status = Table(
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
+    # Keys are per client: two clients may use the same key.
+    Column("client_id", Text, primary_key=True, server_default=""),
     Column("key", String(255), primary_key=True),
     Column("fingerprint", String(64), nullable=False),
     Column("application_id", Uuid, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+client_rate_limits = Table(
+    "client_rate_limits",
+    metadata,
+    # One token bucket per client (runtime.rate_limit), shared by every API instance.
+    Column("client_id", Text, primary_key=True),
+    Column("tokens", Double, nullable=False),
+    Column("refilled_at", DateTime(timezone=True), nullable=False),
 )
 
 relay_handover = Table(

@@ -86,7 +86,7 @@ def servers(request: pytest.FixtureRequest) -> Iterator[SettingsOverrides]:
 
 
 @pytest.fixture(scope="session")
-def base_settings(servers: SettingsOverrides) -> Settings:
+def base_settings(servers: SettingsOverrides, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings pointing at a freshly created, migrated test database."""
     admin = Settings(**servers)
     settings = Settings(
@@ -98,6 +98,11 @@ def base_settings(servers: SettingsOverrides) -> Settings:
             "relay_poll_interval_s": 0.5,
             "relay_standby_retry_s": 0.5,
             "relay_delivery_timeout_ms": 5000,
+            # The suite's own development issuer (tests/support/auth.py signs with it),
+            # and a rate no test reaches unless it sets a lower one.
+            "auth_dev_dir": str(tmp_path_factory.mktemp("auth")),
+            "rate_limit_per_s": 100_000.0,
+            "rate_limit_burst": 100_000,
             "debezium_slot": f"{TEST_DATABASE}_outbox",
             "debezium_publication": f"{TEST_DATABASE}_outbox_pub",
         }

@@ -10,6 +10,7 @@ import pytest
 
 from command_api.app import create_app
 from runtime.settings import Settings
+from tests.support.auth import api_client
 
 
 def valid_body(**overrides: Any) -> dict[str, Any]:
@@ -31,6 +32,6 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://command") as c,
+        api_client(app, settings, "http://command") as c,
     ):
         yield c

@@ -9,6 +9,7 @@ import httpx
 from command_api.app import create_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
+from tests.support.auth import api_client
 from tests.support.processes import free_port
 
 
@@ -31,7 +32,7 @@ async def test_health_is_503_naming_the_database_when_it_does_not_answer(
     settings: Settings,
 ) -> None:
     app = create_app(_unreachable(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+    async with api_client(app, settings) as c:
         response = await c.get("/health")
 
     assert response.status_code == 503
@@ -43,7 +44,7 @@ async def test_a_post_while_the_database_is_unreachable_is_a_quick_503(
     settings: Settings,
 ) -> None:
     app = create_app(_unreachable(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+    async with api_client(app, settings) as c:
         started = time.monotonic()
         response = await c.post("/applications", json=valid_body())
         elapsed = time.monotonic() - started

@@ -21,6 +21,7 @@ from query_api.app import create_app as create_query_app
 from runtime.http import install_error_handlers, install_observability
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
+from tests.support.auth import api_client
 
 AMOUNT_FIELDS = ("monthly_income_inr", "loan_amount_inr")
 
@@ -31,7 +32,7 @@ async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_query_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query") as c,
+        api_client(app, settings, "http://query") as c,
     ):
         yield c
 
@@ -266,9 +267,7 @@ async def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_requests_host(
     settings: Settings, method: str, path: str, app: str
 ) -> None:
     application: FastAPI = (create_query_app if app == "query" else create_command_app)(settings)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application), base_url="http://api"
-    ) as c:
+    async with api_client(application, settings) as c:
         response = await c.request(
             method,
             path,

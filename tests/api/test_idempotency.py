@@ -9,6 +9,7 @@ import httpx
 import psycopg
 
 from tests.api.conftest import valid_body
+from tests.support.auth import TEST_CLIENT
 
 KEY = {"Idempotency-Key": "order-42-attempt"}
 
@@ -61,7 +62,9 @@ async def test_a_key_still_in_flight_is_a_409_with_retry_after(
 ) -> None:
     # The first request's transaction holds the key's lock until it ends; hold it here.
     lock_id = int.from_bytes(
-        hashlib.sha256(KEY["Idempotency-Key"].encode()).digest()[:8], "big", signed=True
+        hashlib.sha256(f"{TEST_CLIENT}\x1f{KEY['Idempotency-Key']}".encode()).digest()[:8],
+        "big",
+        signed=True,
     )
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))

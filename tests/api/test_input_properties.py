@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from command_api.app import create_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
+from tests.support.auth import api_client
 
 # Every code point, surrogates included (categories are not filtered).
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
@@ -53,9 +54,9 @@ def app(base_settings: Settings) -> FastAPI:
 
 
 @pytest.fixture
-async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def api(app: FastAPI, base_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the module's app."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+    async with api_client(app, base_settings) as c:
         yield c
 
 

@@ -11,6 +11,7 @@ import pytest
 from query_api.app import create_app as create_query_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
+from tests.support.auth import api_client
 
 PAN = "QWERT6543Y"
 MASKED = "QWERT***3Y"
@@ -81,9 +82,7 @@ async def test_a_pan_in_the_path_is_masked_in_the_problem(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     unknown = await client.get(f"/applications/{PAN}")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_query_app(settings)), base_url="http://q"
-    ) as query:
+    async with api_client(create_query_app(settings), settings, "http://q") as query:
         not_a_uuid = await query.get(f"/applications/{PAN}/status")
 
     assert unknown.status_code == 404

@@ -12,6 +12,7 @@ import pytest
 from query_api.app import create_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
+from tests.support.auth import api_client
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query") as c,
+        api_client(app, settings, "http://query") as c,
     ):
         yield c
 
@@ -45,8 +46,9 @@ async def test_a_decided_application_answers_its_decision_and_score(
 ) -> None:
     application_id = uuid.uuid4()
     db.execute(
-        "INSERT INTO application_status (application_id, status, cibil_score, submitted_at,"
-        " decided_at, version) VALUES (%s, 'REJECTED', 610, now(), now(), 2)",
+        "INSERT INTO application_status (application_id, client_id, status, cibil_score,"
+        " submitted_at, decided_at, version) VALUES (%s, 'tests', 'REJECTED', 610, now(),"
+        " now(), 2)",
         (application_id,),
     )
 

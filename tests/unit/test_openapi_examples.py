@@ -22,6 +22,7 @@ from query_api.app import create_app as create_query_api
 from query_api.models import ApplicationStatusResponse
 from runtime.docs_ui import EXAMPLE_CORRELATION_ID, STATIC_DIR, STATIC_PATH
 from runtime.settings import Settings
+from tests.support.auth import bearer
 
 # Building an app connects to nothing; none of these tests reaches the database.
 APPS: dict[str, FastAPI] = {
@@ -123,9 +124,10 @@ def _example(api: str, path: str, code: str) -> dict[str, Any]:
 async def _send(api: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
     transport = httpx.ASGITransport(app=APPS[api])
     async with httpx.AsyncClient(transport=transport, base_url="http://docs") as client:
-        return await client.request(
-            method, url, headers={"X-Correlation-ID": EXAMPLE_CORRELATION_ID}, **kwargs
-        )
+        # The examples show what an authenticated client gets (the default Settings name
+        # the checkout's development issuer, made on first use).
+        headers = {"X-Correlation-ID": EXAMPLE_CORRELATION_ID, **bearer(Settings())}
+        return await client.request(method, url, headers=headers, **kwargs)
 
 
 async def test_the_validation_example_of_a_submission_is_the_body_the_api_sends() -> None:

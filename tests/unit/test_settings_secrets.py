@@ -14,6 +14,13 @@ from tests.support.processes import ROOT
 PLACEHOLDERS = ["", "   ", "prequal", "PREQUAL", "changeme", "ChangeMe", "password", "secret"]
 
 
+
+@pytest.fixture(autouse=True)
+def _an_identity_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production also needs an https JWKS URL; these tests are about the secrets.
+    monkeypatch.setenv("PREQUAL_AUTH_JWKS_URL", "https://idp.example/.well-known/jwks.json")
+
+
 def test_development_is_the_default_and_accepts_the_shipped_password() -> None:
     settings = Settings()
 
@@ -93,7 +100,11 @@ def test_child_processes_inherit_the_environment_setting() -> None:
 def test_a_process_started_in_production_with_the_default_password_exits_naming_it() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from runtime.settings import Settings; Settings()"],
-        env={"PREQUAL_ENVIRONMENT": "production", "PATH": "/usr/bin:/bin"},
+        env={
+            "PREQUAL_ENVIRONMENT": "production",
+            "PREQUAL_AUTH_JWKS_URL": "https://idp.example/.well-known/jwks.json",
+            "PATH": "/usr/bin:/bin",
+        },
         cwd=ROOT,
         capture_output=True,
         text=True,
