@@ -15,6 +15,7 @@ answering while a key is needed is a 503, not a 401: the token may well be good.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,15 +62,19 @@ class _ThrottledJWKClient(PyJWKClient):
 
     every_s = 10.0
     _refreshed_at = -1e9
+    # Requests verify in threads: one fetches while the others wait for its answer,
+    # rather than skip the refresh and refuse a token the new JWKS would accept.
+    _refresh_lock = threading.Lock()
 
     def get_signing_keys(self, refresh: bool = False) -> list[jwt.PyJWK]:
         """The JWKS' signing keys; a refresh is skipped if one ran in the last ``every_s``."""
-        now = time.monotonic()
-        if refresh and now - self._refreshed_at < self.every_s:
-            refresh = False
-        elif refresh:
-            self._refreshed_at = now
-        return super().get_signing_keys(refresh)
+        if not refresh:
+            return super().get_signing_keys()
+        with self._refresh_lock:
+            if time.monotonic() - self._refreshed_at < self.every_s:
+                return super().get_signing_keys()
+            self._refreshed_at = time.monotonic()
+            return super().get_signing_keys(refresh=True)
 
 
 class _JwksFile:
@@ -84,14 +89,16 @@ class _JwksFile:
         self._every_s = every_s
         self._keys: dict[str, jwt.PyJWK] = {}
         self._read_at = -1e9
+        self._lock = threading.Lock()
 
     def get_signing_key_from_jwt(self, token: str) -> jwt.PyJWK:
         """The key named by the token's ``kid``; PyJWKClientError if there is none."""
         kid = jwt.get_unverified_header(token).get("kid")
-        if kid not in self._keys and time.monotonic() - self._read_at >= self._every_s:
-            self._read_at = time.monotonic()
-            jwks = jwt.PyJWKSet.from_json(self._path.read_text())
-            self._keys = {key.key_id: key for key in jwks.keys if key.key_id}
+        with self._lock:  # as in _ThrottledJWKClient: concurrent first uses wait, not fail
+            if kid not in self._keys and time.monotonic() - self._read_at >= self._every_s:
+                self._read_at = time.monotonic()
+                jwks = jwt.PyJWKSet.from_json(self._path.read_text())
+                self._keys = {key.key_id: key for key in jwks.keys if key.key_id}
         if kid not in self._keys:
             raise PyJWKClientError(f"no signing key with kid {kid!r}")
         return self._keys[kid]

@@ -137,6 +137,7 @@ client_rate_limits = Table(
     Column("client_id", Text, primary_key=True),
     Column("tokens", Double, nullable=False),
     Column("refilled_at", DateTime(timezone=True), nullable=False),
+    prefixes=["UNLOGGED"],
 )
 
 relay_handover = Table(

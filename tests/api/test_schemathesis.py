@@ -28,6 +28,7 @@ from command_api.app import create_app as create_command_app
 from query_api.app import create_app as create_query_app
 from runtime.settings import Settings
 from tests.conftest import TEST_DATABASE
+from tests.support.auth import bearer
 
 CHECKS = [
     not_a_server_error,
@@ -61,6 +62,7 @@ class _SuiteApp:
         await self.app(scope, receive, send)
 
 
+_TOKEN: dict[str, str] = {}
 _COMMAND = _SuiteApp(create_command_app)
 _QUERY = _SuiteApp(create_query_app)
 command_api = schemathesis.openapi.from_asgi("/openapi.json", _COMMAND)
@@ -71,6 +73,8 @@ query_api = schemathesis.openapi.from_asgi("/openapi.json", _QUERY)
 def _on_the_suite_database(base_settings: Settings) -> Iterator[None]:
     for app in (_COMMAND, _QUERY):
         app.app = app.factory(base_settings)
+    # A valid token on every generated request: the fuzzing is of what a client may send.
+    _TOKEN.update(bearer(base_settings))
     yield
     # Schemathesis keeps each app's lifespan running: end them, disposing the engines.
     shutdown_lifespans()
@@ -79,13 +83,13 @@ def _on_the_suite_database(base_settings: Settings) -> Iterator[None]:
 @command_api.parametrize()
 @BOUNDED
 def test_the_command_api_keeps_its_openapi_contract(case: Any) -> None:
-    case.call_and_validate(checks=CHECKS)
+    case.call_and_validate(checks=CHECKS, headers=_TOKEN)
 
 
 @query_api.parametrize()
 @BOUNDED
 def test_the_query_api_keeps_its_openapi_contract(case: Any) -> None:
-    case.call_and_validate(checks=CHECKS)
+    case.call_and_validate(checks=CHECKS, headers=_TOKEN)
 
 
 SUBMIT = command_api.find_operation_by_id("submitApplication")
@@ -99,14 +103,14 @@ def test_every_accepted_submit_links_to_a_status_the_query_api_answers_as_docume
 ) -> None:
     # The 202's Location is the link from the submit to the status operation (stateful:
     # the second request is built from the first answer), across the two documents.
-    submitted = case.call()
+    submitted = case.call(headers=_TOKEN)
     SUBMIT.validate_response(submitted)
     if submitted.status_code != 202:
         return
     location = httpx.URL(submitted.headers["location"][0])
     application_id = location.path.split("/")[2]
     assert location.path == f"/applications/{application_id}/status"
-    status = STATUS.Case(path_parameters={"application_id": application_id}).call()
+    status = STATUS.Case(path_parameters={"application_id": application_id}).call(headers=_TOKEN)
 
     STATUS.validate_response(status)
     assert status.status_code == 200
