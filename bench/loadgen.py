@@ -162,6 +162,8 @@ class LoadSpec:
     idempotency: bool = False
     timeout_s: float = 10.0
     seed: int = 0
+    #: A bearer token sent with every request (the APIs refuse requests without one).
+    token: str | None = None
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.seconds <= 0 or self.warmup_s < 0 or self.connections < 1:
@@ -272,6 +274,8 @@ async def collect(spec: LoadSpec) -> list[Sample]:
     bodies = [body_for(i, spec.seed) for i in range(total)]
     run = uuid.uuid4().hex[:12]
     plain = {"Content-Type": "application/json"}
+    if spec.token:
+        plain["Authorization"] = f"Bearer {spec.token}"
     headers = [
         {**plain, "Idempotency-Key": f"bench-{run}-{i}"} if spec.idempotency else plain
         for i in range(total)
@@ -370,6 +374,8 @@ def _spec_args(spec: LoadSpec) -> list[str]:
         "--seed",
         str(spec.seed),
     ]
+    if spec.token:
+        args += ["--token", spec.token]
     return [*args, "--idempotency"] if spec.idempotency else args
 
 
@@ -452,6 +458,7 @@ def sweep(
     pause_s: float = 1.0,
     isolate: bool = True,
     runner: Callable[[LoadSpec], RateResult] | None = None,
+    token: str | None = None,
 ) -> SweepResult:
     """Run ``rates`` in ascending order, ``seconds`` each; stop after the first overload.
 
@@ -474,6 +481,7 @@ def sweep(
             idempotency=idempotency,
             timeout_s=timeout_s,
             seed=position + 1,  # fresh PANs for every rate
+            token=token,
         )
         result = run(spec)
         results.append(result)
@@ -515,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--idempotency", action="store_true")
+    parser.add_argument("--token", default=None, help="bearer token sent with every request")
     parser.add_argument("--p99-limit-ms", type=float, default=50.0)
     parser.add_argument("--stop-factor", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=None)
@@ -536,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         p99_limit_ms=args.p99_limit_ms,
         stop_factor=args.stop_factor,
         runner=in_process,
+        token=args.token,
     )
     text = json.dumps(result.to_dict(), indent=2)
     print(text)

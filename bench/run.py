@@ -39,6 +39,7 @@ import psycopg
 from bench import cpu, pgbench_ceiling, pipeline_bench, relay_drain, report
 from bench.loadgen import LoadSpec, RateResult, SweepResult, run_rate_in_subprocess, sweep
 from bench.relay_latency import ROOT, _env
+from runtime.dev_issuer import issue_token
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from schema.migrate import upgrade
@@ -113,14 +114,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(30)
 
 
+#: The benchmark measures what the system can serve, not one client's fair share: the
+#: rate limit (one statement per request, as in production) stays on, set out of reach.
+UNLIMITED = {"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000}
+
+
 def command_api(admin: Settings, plan: Plan) -> dict[str, Any]:
     """Sweep the outbox API and the inline-publish baseline over the same rates."""
     settings = isolated_topics(recreate_database(admin, "prequal_bench_api"))
     upgrade(settings.sqlalchemy_url)
     # Two uvicorn workers: one Python process cannot use more than one of the two cores.
     settings = settings.model_copy(
-        update={"command_api_port": free_port(), "command_api_workers": API_WORKERS}
+        update={
+            "command_api_port": free_port(),
+            "command_api_workers": API_WORKERS,
+            **UNLIMITED,
+        }
     )
+    token = issue_token(settings, "bench", ["applications:write"])
     ensure_topics(settings)  # the baseline publishes; the broker never auto-creates
     modes: dict[str, list[str]] = {
         "outbox": ["command-api"],
@@ -144,6 +155,7 @@ def command_api(admin: Settings, plan: Plan) -> dict[str, Any]:
                 plan.api_rates,
                 plan.api_seconds,
                 runner=measured,
+                token=token,
             )
         finally:
             _stop(process)
