@@ -9,13 +9,19 @@ import psycopg
 
 from tests.api.conftest import valid_body
 from tests.e2e.conftest import RunningSystem
+from tests.support.auth import bearer
 from tests.support.kafka import consume, has_events
 
 
 def test_story_1_a_valid_application_is_accepted_stored_and_published(
     system: RunningSystem, db: psycopg.Connection
 ) -> None:
-    response = httpx.post(f"{system.command_url}/applications", json=valid_body(), timeout=10)
+    response = httpx.post(
+        f"{system.command_url}/applications",
+        json=valid_body(),
+        headers=bearer(system.settings),
+        timeout=10,
+    )
 
     assert response.status_code == 202
     body = response.json()
@@ -54,7 +60,12 @@ def test_story_2_an_application_without_pan_is_refused_with_a_clear_message(
     body = valid_body()
     del body["pan_number"]
 
-    response = httpx.post(f"{system.command_url}/applications", json=body, timeout=10)
+    response = httpx.post(
+        f"{system.command_url}/applications",
+        json=body,
+        headers=bearer(system.settings),
+        timeout=10,
+    )
 
     assert response.status_code == 422
     problem = response.json()
@@ -66,7 +77,12 @@ def test_story_2_an_application_without_pan_is_refused_with_a_clear_message(
 def test_the_logs_show_the_pan_masked_and_never_in_full(
     system: RunningSystem,
 ) -> None:
-    httpx.post(f"{system.command_url}/applications", json=valid_body(), timeout=10)
+    httpx.post(
+        f"{system.command_url}/applications",
+        json=valid_body(),
+        headers=bearer(system.settings),
+        timeout=10,
+    )
     system.relay.wait_for_log("relay.published")
 
     logs = system.command_api.log() + system.relay.log()

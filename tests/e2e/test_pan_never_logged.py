@@ -19,6 +19,7 @@ import pytest
 from runtime.logging import mask_pan
 from runtime.settings import Settings
 from tests.conftest import Spawn
+from tests.support.auth import bearer
 from tests.support.kafka import consume, count_at_least, produce
 from tests.support.pipeline import PROCESSES, Pipeline, start_pipeline
 
@@ -91,7 +92,7 @@ async def test_no_process_logs_a_full_pan_and_the_masked_form_shows_the_right_lo
     pipeline: Pipeline,
 ) -> None:
     command = pipeline.command
-    async with httpx.AsyncClient(timeout=15) as http:
+    async with httpx.AsyncClient(timeout=15, headers=bearer(pipeline.settings)) as http:
         accepted = [
             await http.post(f"{command}/applications", json=_body(pan)) for pan in DECIDED_PANS
         ]

@@ -19,6 +19,7 @@ import pytest
 
 from runtime.settings import RelayKind, Settings
 from tests.conftest import Spawn
+from tests.support.auth import bearer
 from tests.support.infra import connect_running
 from tests.support.pipeline import PROCESSES, Pipeline, start_pipeline
 from tests.support.processes import wait_until
@@ -85,7 +86,7 @@ async def _final(query: httpx.AsyncClient, location: str, timeout_s: float) -> d
 async def test_stories_1_to_5_through_http_special_pans_and_manual_review(
     pipeline: Pipeline, db: psycopg.Connection
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=bearer(pipeline.settings)) as http:
         for (pan, income, amount, loan_type), (status, score) in EXPECTED[:3]:
             accepted = await http.post(
                 f"{pipeline.command}/applications", json=_body(pan, income, amount, loan_type)
@@ -108,7 +109,9 @@ async def test_200_concurrent_applications_each_reach_exactly_one_expected_final
 ) -> None:
     cases = [EXPECTED[i % len(EXPECTED)] for i in range(200)]
     limits = httpx.Limits(max_connections=50)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(
+        timeout=30, limits=limits, headers=bearer(pipeline.settings)
+    ) as http:
         accepted = await asyncio.gather(
             *[
                 http.post(f"{pipeline.command}/applications", json=_body(*request))
@@ -147,7 +150,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
     pipeline: Pipeline,
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=bearer(pipeline.settings)) as http:
         accepted = await http.post(f"{pipeline.command}/applications", json=_body(*EXPECTED[0][0]))
         await _final(http, accepted.headers["location"], 15)
         texts = {name: (await http.get(pipeline.metrics_url(name))).text for name in PROCESSES}
@@ -180,7 +183,7 @@ async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
 async def test_every_consumer_process_reports_its_lag_per_partition(pipeline: Pipeline) -> None:
     consumers = ("credit-worker", "decision-worker", "query-projector")
     missing: set[str] = set(consumers)
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=bearer(pipeline.settings)) as http:
         # The gauge is refreshed by librdkafka's statistics, every few seconds.
         deadline = asyncio.get_running_loop().time() + 30
         while missing and asyncio.get_running_loop().time() < deadline:
@@ -196,7 +199,7 @@ async def test_every_consumer_process_reports_its_lag_per_partition(pipeline: Pi
 async def test_worker_logs_carry_the_correlation_id_of_the_original_request(
     pipeline: Pipeline,
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=bearer(pipeline.settings)) as http:
         accepted = await http.post(
             f"{pipeline.command}/applications",
             json=_body(*EXPECTED[0][0]),

@@ -22,6 +22,7 @@ from outbox.dlq import read_dead_letters
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from tests.conftest import Spawn
+from tests.support.auth import bearer
 from tests.support.events import credit_report_event
 from tests.support.infra import local
 from tests.support.kafka import consume, event_ids, produce, produce_events
@@ -64,9 +65,9 @@ def _counts(db: psycopg.Connection) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-async def _post_many(url: str, count: int) -> list[tuple[int, float]]:
+async def _post_many(url: str, count: int, headers: dict[str, str]) -> list[tuple[int, float]]:
     limits = httpx.Limits(max_connections=30)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as http:
 
         async def one() -> tuple[int, float]:
             started = time.perf_counter()
@@ -81,7 +82,7 @@ def test_with_kafka_stopped_300_posts_are_accepted_and_all_decided_once_it_retur
 ) -> None:
     local("down", "kafka")
     try:
-        results = asyncio.run(_post_many(pipeline.command, 300))
+        results = asyncio.run(_post_many(pipeline.command, 300, bearer(pipeline.settings)))
     finally:
         local("up", "kafka")
 
@@ -96,9 +97,11 @@ def test_with_kafka_stopped_300_posts_are_accepted_and_all_decided_once_it_retur
     assert (pending, decided, duplicate_decisions) == (0, 300, 0)
 
 
-async def _post_for(url: str, seconds: float, rate: float) -> list[dict[str, Any]]:
+async def _post_for(
+    url: str, seconds: float, rate: float, headers: dict[str, str]
+) -> list[dict[str, Any]]:
     outcomes: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
 
         async def one() -> None:
             started = time.perf_counter()
@@ -130,7 +133,9 @@ def test_postgresql_restarted_under_load_gives_quick_503s_and_loses_no_accepted_
     pipeline: Pipeline, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def drill() -> list[dict[str, Any]]:
-        load = asyncio.create_task(_post_for(pipeline.command, seconds=8, rate=40))
+        load = asyncio.create_task(
+            _post_for(pipeline.command, seconds=8, rate=40, headers=bearer(pipeline.settings))
+        )
         await asyncio.sleep(2)
         await asyncio.to_thread(local, "down", "postgres")
         await asyncio.sleep(3)
@@ -169,14 +174,14 @@ def test_after_topic_data_is_lost_a_replay_decides_the_rest_and_leaves_the_decid
     pipeline: Pipeline, db: psycopg.Connection, spawn: Spawn
 ) -> None:
     since = datetime.now(UTC).isoformat()
-    asyncio.run(_post_many(pipeline.command, 20))
+    asyncio.run(_post_many(pipeline.command, 20, bearer(pipeline.settings)))
     wait_until(lambda: _counts(db) == (0, 20, 0), 60, lambda: str(_counts(db)))
     decided_before: dict[str, datetime] = dict(
         db.execute("SELECT id::text, updated_at FROM applications").fetchall()
     )
 
     pipeline.processes["credit-worker"].terminate()
-    asyncio.run(_post_many(pipeline.command, 10))
+    asyncio.run(_post_many(pipeline.command, 10, bearer(pipeline.settings)))
     wait_until(
         lambda: db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
         == (0,),
@@ -205,7 +210,9 @@ def test_the_relay_and_each_worker_killed_mid_stream_and_restarted_decide_everyt
     killed: list[str] = []
 
     async def drill() -> list[dict[str, Any]]:
-        load = asyncio.create_task(_post_for(pipeline.command, seconds=9, rate=50))
+        load = asyncio.create_task(
+            _post_for(pipeline.command, seconds=9, rate=50, headers=bearer(pipeline.settings))
+        )
         for name in ("outbox-relay", "credit-worker", "decision-worker"):
             await asyncio.sleep(1.5)
             # At 50 POST/s each of them has a batch in hand most of the time.
@@ -254,7 +261,7 @@ def test_a_poison_message_in_each_input_topic_is_parked_and_a_fixed_one_redrives
     produce(settings, settings.topic_submitted, [("poison-1", garbage, [])])
     produce_events(settings, settings.topic_credit_reports, [orphan])
     produce(settings, settings.topic_decisions, [("poison-2", garbage, [])])
-    asyncio.run(_post_many(pipeline.command, 30))
+    asyncio.run(_post_many(pipeline.command, 30, bearer(pipeline.settings)))
 
     wait_until(lambda: _counts(db) == (0, 30, 0), 60, lambda: str(_counts(db)))
     wait_until(lambda: len(read_dead_letters(settings)) == 4, 30)

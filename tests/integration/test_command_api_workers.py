@@ -10,6 +10,7 @@ import psycopg
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
 from tests.conftest import Spawn
+from tests.support.auth import bearer
 from tests.support.processes import free_port, wait_http_ok, wait_until
 
 
@@ -31,9 +32,10 @@ def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests
     base = f"http://127.0.0.1:{settings.command_api_port}"
     wait_http_ok(f"{base}/health", 60, api)
 
+    token = bearer(settings)
     # New connections each time, so that the kernel spreads them over both workers.
     statuses = [
-        httpx.post(f"{base}/applications", json=valid_body(), timeout=10).status_code
+        httpx.post(f"{base}/applications", json=valid_body(), headers=token, timeout=10).status_code
         for _ in range(40)
     ]
     scrapes = [httpx.get(f"{base}/metrics", timeout=10).text for _ in range(4)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 import psycopg
 
 from command_api.app import create_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
+from tests.support.auth import api_client
 from tests.support.infra import local
 from tests.support.kafka import consume, event_ids, has_events
 from tests.support.outbox import insert_many, relay_thread
@@ -32,9 +32,7 @@ async def test_with_the_broker_stopped_posts_succeed_and_their_events_go_out_whe
 
         local("down", "kafka")
         try:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://command"
-            ) as client:
+            async with api_client(app, settings, "http://command") as client:
                 statuses = [
                     (await client.post("/applications", json=valid_body())).status_code
                     for _ in range(20)

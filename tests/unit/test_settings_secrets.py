@@ -14,7 +14,6 @@ from tests.support.processes import ROOT
 PLACEHOLDERS = ["", "   ", "prequal", "PREQUAL", "changeme", "ChangeMe", "password", "secret"]
 
 
-
 @pytest.fixture(autouse=True)
 def _an_identity_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     # Production also needs an https JWKS URL; these tests are about the secrets.
