@@ -77,6 +77,6 @@ EXPOSE 8000 8001 8002 8003 8004 8005
 # Python's standard library only: the image has no curl. A 503 (a dependency down)
 # raises, so the check fails.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTHCHECK_PORT', '8000') + '/health', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTHCHECK_PORT', '8000') + '/livez', timeout=4)"]
 
 CMD ["command-api"]

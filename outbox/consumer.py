@@ -36,7 +36,7 @@ from runtime.kafka import (
 )
 from runtime.logging import bind_correlation_id, clear_context, get_logger
 from runtime.observability import ObservabilityServer
-from runtime.process import Backoff, stop_on_signals
+from runtime.process import Backoff, loop_liveness, stop_on_signals
 from runtime.settings import Settings
 from schema.events import Envelope, UndecodableEvent, decode_event
 
@@ -268,6 +268,7 @@ def run_consumer_process(loop: InboxConsumer, settings: Settings, metrics_port: 
 
     Healthy means: partitions assigned, the database and the broker answering.
     """
+    stop = stop_on_signals()
     server = ObservabilityServer(
         settings.http_host,
         metrics_port,
@@ -277,8 +278,9 @@ def run_consumer_process(loop: InboxConsumer, settings: Settings, metrics_port: 
             "kafka": kafka_check(settings),
         },
         settings.health_deadline_s,
+        loop_liveness(stop, settings.liveness_stale_s),
     ).start()
     try:
-        loop.run(stop_on_signals())
+        loop.run(stop)
     finally:
         server.stop()

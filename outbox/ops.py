@@ -47,8 +47,8 @@ from outbox.replay import DEFAULT_BATCH_SIZE as REPLAY_BATCH_SIZE
 from outbox.replay import ReplayCriteria, ReplayPlan, plan_replay, replay
 from outbox.status import outbox_status
 from runtime.db import connect
-from runtime.kafka import all_topics, ensure_topics
 from runtime.dev_issuer import DevelopmentIssuerRefused, issue_token
+from runtime.kafka import all_topics, ensure_topics
 from runtime.settings import Settings
 from schema.events import EventType
 

@@ -14,7 +14,7 @@ from runtime.health import database_check
 from runtime.kafka import kafka_check
 from runtime.logging import configure_logging
 from runtime.observability import Check, ObservabilityServer
-from runtime.process import stop_on_signals
+from runtime.process import loop_liveness, stop_on_signals
 from runtime.settings import RelayKind, Settings
 
 
@@ -43,10 +43,15 @@ def main() -> None:
     else:
         relay = PollingRelay(settings)
     OutboxGauges(lambda: pending_and_age(settings))
+    stop = stop_on_signals()
     server = ObservabilityServer(
-        settings.http_host, settings.relay_metrics_port, checks, settings.health_deadline_s
+        settings.http_host,
+        settings.relay_metrics_port,
+        checks,
+        settings.health_deadline_s,
+        loop_liveness(stop, settings.liveness_stale_s),
     ).start()
     try:
-        relay.run(stop_on_signals())
+        relay.run(stop)
     finally:
         server.stop()

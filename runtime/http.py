@@ -715,6 +715,26 @@ def install_health(
             raise
         return {"status": "ok", "checks": {"database": "ok"}, "circuit_breaker": breaker.state}
 
+    # Readiness is health: may this process be sent requests now.
+    app.add_api_route(
+        "/readyz",
+        health,
+        methods=["GET"],
+        operation_id=operation_id.replace("Health", "Readiness"),
+        summary="Readiness: 200 when the database answers (as /health), 503 naming it if not.",
+        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
+    )
+
+    @app.get(
+        "/livez",
+        operation_id=operation_id.replace("Health", "Liveness"),
+        summary="Liveness: 200 while the process serves requests, whatever its dependencies do.",
+    )
+    async def livez() -> dict[str, str]:
+        # Answered by the event loop itself: if this cannot answer, only a restart helps;
+        # a database outage must never make an orchestrator restart a healthy API.
+        return {"status": "ok"}
+
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

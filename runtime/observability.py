@@ -1,4 +1,4 @@
-"""``/health`` and ``/metrics`` for the processes that have no HTTP API of their own.
+"""``/health``, ``/livez``, ``/readyz`` and ``/metrics`` for the processes without an API.
 
 The relay and the workers are plain loops; this serves their health checks and the
 Prometheus registry from a small threaded HTTP server beside the loop.
@@ -74,9 +74,15 @@ class ObservabilityServer:
     """Serves ``GET /health`` and ``GET /metrics`` in a daemon thread."""
 
     def __init__(
-        self, host: str, port: int, checks: Mapping[str, Check], deadline_s: float = 2.0
+        self,
+        host: str,
+        port: int,
+        checks: Mapping[str, Check],
+        deadline_s: float = 2.0,
+        liveness: Check | None = None,
     ) -> None:
         checks = dict(checks)
+        alive = {"loop": liveness} if liveness is not None else {}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -89,8 +95,12 @@ class ObservabilityServer:
             def _answer(self, head: bool) -> None:
                 if self.path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY), head)
-                elif self.path == "/health":
-                    status, body = run_checks(checks, deadline_s)
+                elif self.path in ("/health", "/readyz", "/livez"):
+                    # /readyz: may it get work (dependencies answer, partitions assigned);
+                    # /health: the same, its contract since the start; /livez: is the
+                    # process's loop running at all (a restart helps only if not).
+                    probe = alive if self.path == "/livez" else checks
+                    status, body = run_checks(probe, deadline_s)
                     kind = "application/json" if status == 200 else "application/problem+json"
                     self._send(status, kind, orjson.dumps(body), head)
                 else:

@@ -298,6 +298,12 @@ class Settings(BaseSettings):
         400, description="Requests a client may make at once before the rate applies."
     )
 
+    liveness_stale_s: PositiveFloat = Field(
+        60.0,
+        description="A relay or worker whose loop has not run for this long answers 503 on"
+        " /livez (an orchestrator then restarts it); waiting out an outage counts as running.",
+    )
+
     # --- Logging ----------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level of every process.")
 

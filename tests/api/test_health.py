@@ -78,3 +78,18 @@ async def test_the_openapi_document_has_an_example_for_every_model(
 
     for name in ("ApplicationRequest", "ApplicationAccepted"):
         assert spec["components"]["schemas"][name]["examples"], name
+
+
+async def test_livez_stays_200_while_the_database_is_unreachable_and_readyz_says_503(
+    settings: Settings,
+) -> None:
+    app = create_app(_unreachable(settings))
+    async with api_client(app, settings) as c:
+        livez = await c.get("/livez")
+        readyz = await c.get("/readyz")
+        head = await c.head("/livez")
+
+    assert livez.status_code == 200
+    assert readyz.status_code == 503
+    assert "database" in readyz.json()["detail"]
+    assert head.status_code == 200

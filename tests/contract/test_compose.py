@@ -97,10 +97,10 @@ def container_ports(service: dict[str, Any]) -> set[int]:
 
 
 def healthcheck_ports(service: dict[str, Any]) -> set[int]:
-    """Ports the service's healthcheck asks for /health."""
+    """Ports the service's healthcheck asks for /readyz (it gates depends_on: readiness)."""
     test = service.get("healthcheck", {}).get("test", [])
     text = test if isinstance(test, str) else " ".join(test)
-    return {int(port) for port in re.findall(r"(?:127\.0\.0\.1|localhost):(\d+)/health", text)}
+    return {int(port) for port in re.findall(r"(?:127\.0\.0\.1|localhost):(\d+)/readyz", text)}
 
 
 def run_compose(

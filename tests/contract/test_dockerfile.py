@@ -163,14 +163,15 @@ def test_the_final_stage_runs_as_a_user_that_is_not_root() -> None:
     assert f"--uid {user}" in final_stage().text()
 
 
-def test_the_final_stage_checks_health_with_the_python_standard_library() -> None:
+def test_the_final_stage_checks_liveness_with_the_python_standard_library() -> None:
     checks = final_stage().arguments("HEALTHCHECK")
 
     assert len(checks) == 1
     check = checks[0]
     assert "CMD" in check
     assert "urllib.request" in check
-    assert "/health" in check
+    # Liveness, not readiness: a database outage must not mark every container unhealthy.
+    assert "/livez" in check
     assert "curl" not in check
     assert "wget" not in check
     # The port comes from HEALTHCHECK_PORT, defaulting to the default command's port.

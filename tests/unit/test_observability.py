@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from runtime.observability import ObservabilityServer, run_checks
+from runtime.process import LoopStalled, StopSignal, loop_liveness
 
 
 def _ok() -> None:
@@ -101,3 +103,39 @@ def test_a_check_that_does_not_answer_is_unavailable_at_the_deadline() -> None:
 
     assert status == 503
     assert body["checks"] == {"database": "unavailable", "kafka": "ok"}
+
+
+def test_livez_answers_for_the_loop_alone_while_readiness_names_the_dependency() -> None:
+    stop = StopSignal()
+    running = ObservabilityServer(
+        "127.0.0.1", 0, {"kafka": _down}, liveness=loop_liveness(stop, 60)
+    ).start()
+    url = f"http://127.0.0.1:{running.port}"
+    try:
+        livez = httpx.get(f"{url}/livez")
+        readyz = httpx.get(f"{url}/readyz")
+        health = httpx.get(f"{url}/health")
+        head = httpx.head(f"{url}/livez")
+    finally:
+        running.stop()
+
+    assert livez.status_code == 200, "a broker outage must not get a live process restarted"
+    assert livez.json() == {"status": "ok", "checks": {"loop": "ok"}}
+    assert readyz.status_code == health.status_code == 503
+    assert readyz.json()["checks"] == {"kafka": "unavailable"}
+    assert head.status_code == 200
+    assert head.content == b""
+
+
+def test_a_loop_that_stopped_consulting_its_stop_signal_is_not_alive() -> None:
+    stop = StopSignal()
+    check = loop_liveness(stop, stale_after_s=0.05)
+    stop.is_set()
+    check()  # just ran
+
+    time.sleep(0.1)
+
+    with pytest.raises(LoopStalled):
+        check()
+    stop.wait(0.01)  # a loop sleeping between retries is alive again
+    check()
