@@ -26,7 +26,7 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from outbox.headers import Headers, event_headers
-from outbox.metrics import (
+from outbox.relay_metrics import (
     RELAY_BATCH_SECONDS,
     RELAY_FAILURES,
     RELAY_PUBLISH_LATENCY,

@@ -101,7 +101,7 @@ HTTP_REQUESTS = Counter(
     ["service", "route", "method", "status"],
 )
 HTTP_SECONDS = Histogram(
-    "prequal_http_request_seconds",
+    "prequal_http_request_duration_seconds",
     "Time to answer an HTTP request, by service and route template.",
     ["service", "route", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),

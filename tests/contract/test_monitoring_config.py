@@ -36,7 +36,7 @@ SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
 #: What the dashboard must chart: the runbook's series plus lag and publish latency.
 DASHBOARD_SERIES = {
     "prequal_http_requests_total",
-    "prequal_http_request_seconds",
+    "prequal_http_request_duration_seconds",
     "prequal_outbox_pending",
     "prequal_outbox_oldest_pending_age_seconds",
     "prequal_relay_published_events_total",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -139,3 +141,19 @@ def test_a_loop_that_stopped_consulting_its_stop_signal_is_not_alive() -> None:
         check()
     stop.wait(0.01)  # a loop sleeping between retries is alive again
     check()
+
+
+@pytest.mark.parametrize(
+    ("module", "exported"),
+    [("credit_worker.main", False), ("decision_worker.main", False), ("outbox.relay_main", True)],
+)
+def test_only_the_relaying_process_exports_the_relays_series(module: str, exported: bool) -> None:
+    probe = (
+        f"import {module}; from prometheus_client import REGISTRY, generate_latest;"
+        " print(b'prequal_relay_published_events_total' in generate_latest(REGISTRY))"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+    assert answer == str(exported)
