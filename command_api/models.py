@@ -46,7 +46,7 @@ def storable_text(value: str) -> str:
     """``value`` if PostgreSQL can store it as it is, else ValueError (a 422 naming the field).
 
     A text column takes any Unicode but NUL, and the driver sends UTF-8, which a lone
-    surrogate (``"\\ud800"``, valid in JSON) cannot be. Anything that passes validation
+    surrogate (U+D800, which JSON can carry as an escape) cannot be. Anything that passes validation
     must be storable, or it would be a 500.
     """
     if "\x00" in value:
