@@ -149,6 +149,10 @@ def drain_debezium(settings: Settings, rows: int, timeout_s: float = 300) -> dic
     local = str(ROOT / "infra/local.sh")
     watermarks = Watermarks(settings, settings.topic_submitted)
     try:
+        # A worker left running (e.g. by `PREQUAL_RELAY=debezium make run`) reads another
+        # database: infra/local.sh up would refuse to reuse it. The offsets of the bench's
+        # own slot are checked against that slot when Connect starts.
+        subprocess.run([local, "down", "connect"], env=env, check=True)
         subprocess.run([local, "up", "connect"], env=env, check=True)
         write_backlog(settings, rows)
         started = time.perf_counter()

@@ -132,7 +132,10 @@ def measure(settings: Settings, relay: RelayKind, rate: float, seconds: float) -
     log = open(ROOT / ".infra" / "logs" / f"bench-{relay.value}.log", "wb")  # noqa: SIM115
     try:
         if relay is RelayKind.DEBEZIUM:
-            subprocess.run([str(ROOT / "infra/local.sh"), "up", "connect"], env=env, check=True)
+            # A worker left running on another database's connector config is not reused.
+            local = str(ROOT / "infra/local.sh")
+            subprocess.run([local, "down", "connect"], env=env, check=True)
+            subprocess.run([local, "up", "connect"], env=env, check=True)
         processes.append(
             subprocess.Popen(
                 ["outbox-relay"], env=env, stdout=log, stderr=log, start_new_session=True

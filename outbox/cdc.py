@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
@@ -48,6 +49,10 @@ _CONFIRM = """
 """
 
 
+#: How often the confirmer checks that its hand-over record still exists, in seconds.
+_HANDOVER_CHECK_S = 5.0
+
+
 class CdcRelay:
     """The active relay process when Debezium publishes the outbox."""
 
@@ -66,8 +71,9 @@ class CdcRelay:
                     if not acquire_leadership(control, stop, self.instance, retry_s):
                         continue
                     with connect(self._settings, self.instance) as work:
-                        self.catch_up(work, stop)
-                        self.confirm(work, stop)
+                        while not stop.is_set():  # confirm() returns after a slot reset
+                            self.catch_up(work, stop)
+                            self.confirm(work, stop)
             except (psycopg.OperationalError, KafkaException) as error:
                 _log.warning("confirmer.unavailable", error=str(error).strip())
                 stop.wait(backoff.next())
@@ -129,6 +135,7 @@ class CdcRelay:
         lag = LagReporter("outbox-confirmer").config(settings)
         consumer = Consumer(consumer_config(settings, settings.group_confirmer, **lag))
         consumer.subscribe(settings.outbox_topics)
+        next_check = time.monotonic() + _HANDOVER_CHECK_S
         try:
             while not stop.is_set():
                 messages = next_batch(
@@ -140,8 +147,22 @@ class CdcRelay:
                 if batch:
                     self.mark_published(work, batch)
                     consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + _HANDOVER_CHECK_S
+                    if not self._handover_recorded(work):
+                        # The slot was reset (infra/local.sh, prequal-ops cdc reset-slot):
+                        # back to catch_up, which publishes what no slot streamed.
+                        _log.info("confirmer.handover_reset", slot=settings.debezium_slot)
+                        return
         finally:
             consumer.close()
+
+    def _handover_recorded(self, work: psycopg.Connection) -> bool:
+        row = work.execute(
+            "SELECT 1 FROM relay_handover WHERE slot_name = %s", (self._settings.debezium_slot,)
+        ).fetchone()
+        work.commit()
+        return row is not None
 
     def mark_published(self, work: psycopg.Connection, batch: Sequence[Message]) -> int:
         """Set ``published_at`` on the rows ``batch`` came from; return how many changed."""

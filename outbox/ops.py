@@ -1,9 +1,10 @@
 """``prequal-ops``: the operators' command line over the outbox and the dead-letter topic.
 
 ``outbox status``, ``outbox replay``, ``outbox purge``, ``dlq list``, ``dlq show``,
-``dlq redrive`` and ``topics create``. The work is done in :mod:`outbox.status`,
-:mod:`outbox.replay`, :mod:`outbox.purge` and :mod:`outbox.dlq`; this module parses,
-asks for confirmation and prints (``--json`` for scripts; prompts go to stderr).
+``dlq redrive``, ``topics create`` and ``cdc reset-slot``. The work is done in
+:mod:`outbox.status`, :mod:`outbox.replay`, :mod:`outbox.purge`, :mod:`outbox.dlq` and
+:mod:`outbox.connect_admin`; this module parses, asks for confirmation and prints
+(``--json`` for scripts; prompts go to stderr).
 
 Exit codes: 0 done, 1 a server did not answer (or did not acknowledge), 2 bad arguments
 (typer's own, and every refusal of what was asked), 3 declined at the confirmation
@@ -17,17 +18,30 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 import psycopg
+import structlog
 import typer
 from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from outbox.connect_admin import (
+    ConnectAdmin,
+    ConnectError,
+    ConnectorMissing,
+    ConnectorState,
+    SlotBusy,
+    SlotError,
+    SlotState,
+    check_slot_database,
+    reset_slot,
+)
 from outbox.dlq import (
     DeadLetter,
     DeadLetterReadTimeout,
@@ -43,6 +57,7 @@ from outbox.dlq import (
 )
 from outbox.purge import DEFAULT_BATCH_SIZE as PURGE_BATCH_SIZE
 from outbox.purge import PurgePlan, parse_duration, plan_purge, purge
+from outbox.relay import DeliveryFailed
 from outbox.replay import DEFAULT_BATCH_SIZE as REPLAY_BATCH_SIZE
 from outbox.replay import ReplayCriteria, ReplayPlan, plan_replay, replay
 from outbox.status import outbox_status
@@ -61,6 +76,8 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 dlq_app = typer.Typer(help="The dead-letter topic.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+cdc_app = typer.Typer(help="The Debezium relay (Kafka Connect).", no_args_is_help=True)
+app.add_typer(cdc_app, name="cdc")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 YesFlag = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -602,6 +619,95 @@ def token_command(
     except DevelopmentIssuerRefused as refused:
         typer.echo(f"refused: {refused}; tokens come from your identity provider", err=True)
         raise typer.Exit(2) from refused
+
+
+# --- cdc -----------------------------------------------------------------------------------
+
+
+@cdc_app.command("reset-slot")
+def cdc_reset_slot(
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for each state change.")
+    ] = 60.0,
+    dry_run: DryRunFlag = False,
+    yes: YesFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reset the CDC position: stop the connector, drop the slot, reset its offsets, resume.
+
+    Connect's offsets and the replication slot are one piece of state; run this whenever
+    they may disagree (a recreated database, a slot dropped by hand, offsets restored
+    from elsewhere) or to free a slot's WAL. Works on a distributed Connect cluster (offsets
+    in a topic) and on a standalone worker (PREQUAL_CONNECT_URL). Afterwards the rows
+    committed while no slot streamed are published once more (the hand-over).
+    """
+    # The hand-over logs as the relay does; stdout is for the result (--json).
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    settings = Settings()
+    admin = ConnectAdmin(settings.connect_url, settings.debezium_connector)
+    try:
+        with _database(settings) as conn, _connect_errors():
+            slot = check_slot_database(conn, settings.debezium_slot)
+            state = admin.state()
+            if dry_run:
+                _print_reset_plan(admin, state, slot, as_json)
+                return
+            _confirm(
+                f"Stop connector {admin.connector} ({state}) on {admin.url}, drop slot"
+                f" {settings.debezium_slot} and reset the connector's offsets?",
+                yes,
+            )
+            step = (lambda line: None) if as_json else typer.echo
+            report = reset_slot(settings, admin, conn, timeout_s=timeout, on_step=step)
+    finally:
+        admin.close()
+    if as_json:
+        _print_json({"dry_run": False, **report.as_json()})
+
+
+@contextmanager
+def _connect_errors() -> Iterator[None]:
+    """Exit 2 for a refusal (no such connector, another database's slot), 1 otherwise."""
+    try:
+        yield
+    except (ConnectorMissing, SlotError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from error
+    except (ConnectError, SlotBusy) as error:
+        typer.echo(f"Kafka Connect: {error}", err=True)
+        raise typer.Exit(_UNREACHABLE) from error
+    except (KafkaException, DeliveryFailed) as error:
+        typer.echo(
+            f"Kafka not reachable: {error}; the connector runs again, its hand-over is"
+            " unfinished: restart outbox-relay to finish it",
+            err=True,
+        )
+        raise typer.Exit(_UNREACHABLE) from error
+
+
+def _print_reset_plan(
+    admin: ConnectAdmin, state: ConnectorState, slot: SlotState | None, as_json: bool
+) -> None:
+    if as_json:
+        _print_json(
+            {
+                "dry_run": True,
+                "connector": admin.connector,
+                "state": str(state),
+                "slot": None if slot is None else asdict(slot),
+            }
+        )
+        return
+    typer.echo(f"Would stop connector {admin.connector} on {admin.url} (now: {state}),")
+    if slot is None:
+        typer.echo("find no slot to drop,")
+    else:
+        active = "active" if slot.active else "INACTIVE"
+        typer.echo(
+            f"drop slot {slot.name} ({active}, retains {slot.retained_wal_bytes:,} bytes of WAL),"
+        )
+    typer.echo("reset the connector's offsets, resume it, and hand over (publish the rows")
+    typer.echo("committed while no slot streamed).")
 
 
 def main() -> None:

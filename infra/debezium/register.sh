@@ -7,10 +7,16 @@
 # Renders infra/debezium/outbox-connector.json with render.sh (the same placeholders and
 # defaults as infra/local.sh: PREQUAL_PG_HOST, PREQUAL_PG_PORT, PREQUAL_PG_USER,
 # PREQUAL_PG_PASSWORD, PREQUAL_PG_DATABASE, PREQUAL_DEBEZIUM_SLOT,
-# PREQUAL_DEBEZIUM_PUBLICATION, PREQUAL_DEBEZIUM_POLL_INTERVAL_MS), then
+# PREQUAL_DEBEZIUM_PUBLICATION, PREQUAL_DEBEZIUM_POLL_INTERVAL_MS,
+# PREQUAL_DEBEZIUM_HEARTBEAT_INTERVAL_MS and the PREQUAL_TOPIC_* settings), then
 # PUT CONNECT_URL/connectors/<name>/config: it creates the connector or updates its
 # config, so running it again is harmless. Waits for the REST API first, and afterwards
 # until the connector and its task are RUNNING.
+#
+# Moving a registered connector to another database or slot (host, port, dbname or
+# slot.name differ) stops it, updates its config, resets its stored offsets (positions
+# in the old slot's stream; KIP-875) and resumes it. To reset the slot itself with the
+# offsets, and publish what was committed meanwhile: `prequal-ops cdc reset-slot`.
 #
 # Environment: PREQUAL_CONNECT_WAIT_S (120) bounds each of the two waits.
 # The database host is as seen from the Connect worker (in compose e.g. "postgres").
@@ -57,6 +63,34 @@ if ! curl -fs -o /dev/null --max-time 5 "$URL/connectors"; then
   done
 fi
 
+# The value of "KEY": "..." in a connector config (JSON text), or nothing.
+config_value() { # JSON KEY
+  local re="\"${2//./\\.}\"[[:space:]]*:[[:space:]]*\"([^\"]*)\""
+  if [[ $1 =~ $re ]]; then printf '%s' "${BASH_REMATCH[1]}"; fi
+}
+
+# Connect's offsets are positions in one slot's stream: a connector moved to another
+# database or slot must not keep them (its task would fail with "... is no longer
+# available on the server", or skip changes). KIP-875: reset them while it is stopped.
+switching=0
+if current=$(curl -fsS --max-time 10 "$URL/connectors/$name/config" 2>/dev/null); then
+  for key in database.hostname database.port database.dbname slot.name; do
+    if [[ $(config_value "$current" "$key") != "$(config_value "$config" "$key")" ]]; then
+      switching=1
+    fi
+  done
+fi
+if ((switching)); then
+  printf 'register.sh: %s moves to another database or slot: stopping it to reset its offsets\n' "$name"
+  curl -fsS --max-time 60 -o /dev/null -X PUT "$URL/connectors/$name/stop" ||
+    die "PUT $URL/connectors/$name/stop failed"
+  deadline=$((SECONDS + WAIT_S))
+  until [[ $(curl -sS --max-time 5 "$URL/connectors/$name/status" 2>&1) =~ \"state\":\"STOPPED\".*\"tasks\":\[\] ]]; do
+    ((SECONDS < deadline)) || die "$name not STOPPED after ${WAIT_S}s"
+    sleep 0.5
+  done
+fi
+
 out=$(curl -sS --max-time 60 -w '\n%{http_code}' -X PUT -H 'Content-Type: application/json' \
   --data-binary @- "$URL/connectors/$name/config" <<<"$config") ||
   die "PUT $URL/connectors/$name/config failed"
@@ -66,6 +100,14 @@ case $code in
   200) printf 'register.sh: updated connector %s on %s\n' "$name" "$URL" ;;
   *) die "PUT $URL/connectors/$name/config answered HTTP $code: ${out%$'\n'*}" ;;
 esac
+if ((switching)); then
+  curl -fsS --max-time 60 -o /dev/null -X DELETE "$URL/connectors/$name/offsets" ||
+    die "DELETE $URL/connectors/$name/offsets failed; the connector stays STOPPED"
+  curl -fsS --max-time 60 -o /dev/null -X PUT "$URL/connectors/$name/resume" ||
+    die "PUT $URL/connectors/$name/resume failed"
+  printf 'register.sh: reset the offsets of %s; if its new slot existed already, or rows were\n' "$name"
+  printf 'register.sh: committed before it, run: prequal-ops cdc reset-slot (docs/operations.md)\n'
+fi
 
 deadline=$((SECONDS + WAIT_S))
 while :; do
