@@ -44,6 +44,7 @@ run: .venv/.installed infra-up migrate ## Run the whole system in the foreground
 run-local: run ## Same as run (the original design's name)
 
 test: .venv/.installed ## Run the whole suite against real PostgreSQL and Kafka, coverage >= 90%
+	infra/install-toxiproxy.sh
 	$(RUN) pytest --cov --cov-report=term-missing --cov-fail-under=90
 
 check: lint typecheck imports ## Lint, format check, mypy strict, import contracts

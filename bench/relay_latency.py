@@ -58,8 +58,10 @@ def summarise(latencies_ms: list[float]) -> dict[str, float]:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREQUAL_")}
-    return {**base, **settings.as_environment()}
+    # Settings replace their own variables; infra/local.sh's (infra dir, ports) stay.
+    fields = settings.as_environment()
+    base = {k: v for k, v in os.environ.items() if k not in fields}
+    return {**base, **fields}
 
 
 def _event(settings: Settings) -> OutboxMessage:

@@ -185,6 +185,8 @@ def relays(admin: Settings, plan: Plan) -> list[dict[str, Any]]:
     """Backlog drain rate of each relay."""
     settings = recreate_database(admin, relay_drain.DATABASE)
     upgrade(settings.sqlalchemy_url)
+    # The polling relay serves /metrics; a running system (make run) holds the default port.
+    settings = settings.model_copy(update={"relay_metrics_port": free_port()})
     return [
         relay_drain.drain_polling(settings, plan.drain_rows),
         relay_drain.drain_debezium(settings, plan.drain_rows),

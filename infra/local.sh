@@ -23,6 +23,10 @@
 #   PREQUAL_PG_PASSWORD            prequal
 #   PREQUAL_PG_DATABASE            prequal
 #   PREQUAL_KAFKA_PORT             9092                PLAINTEXT listener on 127.0.0.1
+#   PREQUAL_KAFKA_ADVERTISED_PORT  (KAFKA_PORT)        port advertised to clients on 127.0.0.1;
+#                                                      differs when they go through a forwarder
+#                                                      (tests/fault's Toxiproxy), which must then
+#                                                      be up before the broker starts
 #   PREQUAL_KAFKA_CONTROLLER_PORT  9093                KRaft controller listener
 #   PREQUAL_KAFKA_HEAP             768m                broker -Xms/-Xmx
 #   PREQUAL_CONNECT_PORT           8083                Connect REST listener on 127.0.0.1
@@ -53,6 +57,7 @@ PG_USER=${PREQUAL_PG_USER:-prequal}
 PG_PASSWORD=${PREQUAL_PG_PASSWORD:-prequal}
 PG_DATABASE=${PREQUAL_PG_DATABASE:-prequal}
 KAFKA_PORT=${PREQUAL_KAFKA_PORT:-9092}
+KAFKA_ADVERTISED_PORT=${PREQUAL_KAFKA_ADVERTISED_PORT:-$KAFKA_PORT}
 KAFKA_CONTROLLER_PORT=${PREQUAL_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP=${PREQUAL_KAFKA_HEAP:-768m}
 CONNECT_PORT=${PREQUAL_CONNECT_PORT:-8083}
@@ -101,8 +106,11 @@ CONNECT_LIBS=$CONNECT_DIR/libs
 CONNECT_STAMP=$CONNECT_DIR/libs.pom.sha256
 CONNECT_CONF=$CONNECT_DIR/worker.properties
 CONNECT_CONNECTOR=$CONNECT_DIR/outbox-connector.json
-# Named in infra/debezium/connect-standalone.properties (offset.storage.file.filename).
-CONNECT_OFFSETS=$CONNECT_DIR/offsets.dat
+# Named in infra/debezium/connect-standalone.properties (offset.storage.file.filename):
+# one file per slot, since the offsets are a position in that slot's stream. The owner
+# file says which cluster and database they were read from (connect_check_offsets).
+CONNECT_OFFSETS=$CONNECT_DIR/offsets-$DEBEZIUM_SLOT.dat
+CONNECT_OFFSETS_OWNER=$CONNECT_DIR/offsets-$DEBEZIUM_SLOT.owner
 CONNECT_PID=$RUN_DIR/connect.pid
 CONNECT_LOG=$LOG_DIR/connect.log
 DEBEZIUM_DIR=$SCRIPT_DIR/debezium
@@ -473,7 +481,16 @@ kafka_pid() { # prints the broker pid if our broker is running
   printf '%s' "$pid"
 }
 
+# The port the broker listens on (its PLAINTEXT listener), which may differ from the one
+# it advertises (PREQUAL_KAFKA_ADVERTISED_PORT).
 kafka_running_port() {
+  local port
+  port=$(sed -n 's|^listeners=PLAINTEXT://[^,]*:\([0-9][0-9]*\).*|\1|p' "$KAFKA_CONF" 2>/dev/null)
+  [[ -n $port ]] || return 1
+  printf '%s' "$port"
+}
+
+kafka_advertised_port() {
   local line
   line=$(grep -m1 '^advertised.listeners=' "$KAFKA_CONF" 2>/dev/null) || return 1
   printf '%s' "${line##*:}"
@@ -523,7 +540,8 @@ node.id=1
 # between runs without reformatting.
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+# Clients (and the broker itself, for transaction markers) connect to this address.
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_ADVERTISED_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -593,6 +611,7 @@ kafka_wait_ready() { # DEADLINE_SECONDS
   local deadline=$1 pid
   pid=$(<"$KAFKA_PID")
   # The port opening is cheap to poll; only then pay for a JVM that asks for API versions.
+  # That request goes to the advertised port, so a forwarder in front of it must be up.
   until port_open 127.0.0.1 "$KAFKA_PORT"; do
     if ! proc_alive "$pid"; then
       rm -f -- "$KAFKA_PID"
@@ -651,6 +670,9 @@ kafka_up() {
     port=$(kafka_running_port)
     [[ $port == "$KAFKA_PORT" ]] ||
       die "kafka: running (pid $pid) on port $port, not PREQUAL_KAFKA_PORT=$KAFKA_PORT; run: $0 restart kafka"
+    port=$(kafka_advertised_port) || port=?
+    [[ $port == "$KAFKA_ADVERTISED_PORT" ]] ||
+      die "kafka: running (pid $pid) advertising port $port, not PREQUAL_KAFKA_ADVERTISED_PORT=$KAFKA_ADVERTISED_PORT; run: $0 restart kafka"
     if port_open 127.0.0.1 "$KAFKA_PORT"; then
       info "kafka: already running (pid $pid, port $KAFKA_PORT)"
       return 0
@@ -671,7 +693,11 @@ kafka_up() {
     kafka_start
   fi
   kafka_wait_ready "$deadline"
-  info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
+  if [[ $KAFKA_ADVERTISED_PORT != "$KAFKA_PORT" ]]; then
+    info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT, advertised $KAFKA_ADVERTISED_PORT)"
+  else
+    info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
+  fi
 }
 
 kafka_down() {
@@ -729,17 +755,87 @@ connect_rest() { # PORT PATH [curl args...] - prints the body, fails on no answe
   curl -sS --max-time 5 "$@" "http://127.0.0.1:$port$path" 2>/dev/null
 }
 
+# psql as the application role on PREQUAL_PG_DATABASE, unaligned, stopping at the first
+# error; :'slot' and :'pub' are the slot and publication names. Prints output and errors.
+connect_psql() { # PSQL_ARGS...
+  PG_BIN=$(find_pg_bindir) || die "postgres: no PostgreSQL binaries found"
+  PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -w -t -A \
+    -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
+    -v slot="$DEBEZIUM_SLOT" -v pub="$DEBEZIUM_PUBLICATION" "$@" 2>&1
+}
+
 # The filtered publication needs the table: without it the task fails with "No table
 # filters found for filtered publication", which says little about the cause.
 connect_check_outbox() {
   local out
-  PG_BIN=$(find_pg_bindir) || die "postgres: no PostgreSQL binaries found"
-  out=$(PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -w -t -A \
-    -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
-    -c "SELECT to_regclass('public.outbox') IS NOT NULL" 2>&1) ||
+  out=$(connect_psql -c "SELECT to_regclass('public.outbox') IS NOT NULL") ||
     die "connect: cannot query database $PG_DATABASE on $PG_HOST:$PG_PORT: $out"
   [[ $out == t ]] ||
     die "connect: database $PG_DATABASE has no table public.outbox yet; migrate it first (make migrate)"
+}
+
+# True when the offsets file holds a Debezium position (a reset leaves an empty map).
+connect_has_offsets() {
+  [[ -s $CONNECT_OFFSETS ]] && grep -aq '"lsn' -- "$CONNECT_OFFSETS"
+}
+
+# The highest LSN (a number) in the offsets file: its values are JSON text.
+connect_offsets_lsn() {
+  grep -ao '"lsn[a-z_]*":[0-9]*' -- "$CONNECT_OFFSETS" 2>/dev/null | grep -o '[0-9]*$' |
+    sort -n | tail -n 1
+}
+
+# A new slot starts streaming where it is created: what was committed before it is the
+# outbox-relay's hand-over (outbox/cdc.py), which runs again once its record is gone.
+connect_reset_handover() {
+  local out
+  out=$(connect_psql -f - <<'SQL'
+SELECT 'DELETE FROM relay_handover WHERE slot_name = ' || quote_literal(:'slot')
+ WHERE to_regclass('public.relay_handover') IS NOT NULL \gexec
+SQL
+  ) || die "connect: cannot reset the hand-over of slot $DEBEZIUM_SLOT: $out"
+}
+
+# Connect's offsets (Debezium's LSN) and the replication slot are one piece of state.
+# Offsets from another slot make the task fail ("... is no longer available on the
+# server") or skip changes; a slot without its offsets is read from the current WAL
+# position, skipping what was committed while nothing streamed. So, before a start:
+#   no slot                       the offsets (if any) belonged to a dropped one: removed
+#   slot of another database      refused
+#   slot with offsets of another  both reset: the slot is dropped (Debezium makes a new
+#   database/cluster, or none,    one), the offsets removed
+#   or behind its position
+# (offsets are written before Debezium confirms them to the slot, so a slot ahead of
+# them was made anew since) and whenever a new slot is to be made, the hand-over record
+# goes with the old one.
+connect_check_offsets() {
+  local out owner='' here slot_db confirmed lsn
+  out=$(connect_psql -f - <<'SQL'
+SELECT (SELECT system_identifier FROM pg_control_system())
+    || ' ' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '|'
+    || coalesce((SELECT database || '|' || coalesce(confirmed_flush_lsn - '0/0', 0)
+                   FROM pg_replication_slots WHERE slot_name = :'slot'), '|');
+SQL
+  ) || die "connect: cannot read replication slot $DEBEZIUM_SLOT: $out"
+  IFS='|' read -r here slot_db confirmed <<<"$out"
+  [[ -z $slot_db || $slot_db == "$PG_DATABASE" ]] ||
+    die "connect: replication slot $DEBEZIUM_SLOT belongs to database $slot_db, not $PG_DATABASE; set another PREQUAL_DEBEZIUM_SLOT, or drop it: PREQUAL_PG_DATABASE=$slot_db $0 drop-slot"
+  if [[ -r $CONNECT_OFFSETS_OWNER ]]; then owner=$(<"$CONNECT_OFFSETS_OWNER"); fi
+  if [[ -z $slot_db ]]; then
+    if connect_has_offsets; then
+      info "connect: no slot $DEBEZIUM_SLOT: removing Connect's offsets (they were a dropped slot's)"
+    fi
+    rm -f -- "$CONNECT_OFFSETS"
+    connect_reset_handover
+  elif ! connect_has_offsets || [[ $owner != "$here" ]] ||
+    { lsn=$(connect_offsets_lsn) && ((${lsn:-0} < ${confirmed:-0})); }; then
+    info "connect: Connect's offsets for slot $DEBEZIUM_SLOT are missing, another database's or older than the slot: dropping the slot too; the outbox-relay hand-over publishes what was committed meanwhile"
+    out=$(connect_psql -f - <<<"SELECT pg_drop_replication_slot(:'slot');") ||
+      die "connect: cannot drop replication slot $DEBEZIUM_SLOT (does another Connect read it?): $out"
+    rm -f -- "$CONNECT_OFFSETS"
+    connect_reset_handover
+  fi
+  printf '%s\n' "$here" >"$CONNECT_OFFSETS_OWNER"
 }
 
 connect_resolve_libs() {
@@ -747,8 +843,22 @@ connect_resolve_libs() {
     "$CONNECT_LOG"
 }
 
+# A template of infra/debezium/ rendered with this script's values, to stdout. Other
+# PREQUAL_* variables (e.g. PREQUAL_DEBEZIUM_HEARTBEAT_INTERVAL_MS) come from the
+# environment or render.sh's defaults. The password is never rendered (see connect_start).
+connect_render() { # TEMPLATE
+  PREQUAL_INFRA_DIR=$INFRA_DIR PREQUAL_PG_HOST=$PG_HOST PREQUAL_PG_PORT=$PG_PORT \
+    PREQUAL_PG_USER=$PG_USER \
+    PREQUAL_PG_DATABASE=$PG_DATABASE PREQUAL_KAFKA_PORT=$KAFKA_PORT \
+    PREQUAL_CONNECT_PORT=$CONNECT_PORT PREQUAL_DEBEZIUM_SLOT=$DEBEZIUM_SLOT \
+    PREQUAL_DEBEZIUM_PUBLICATION=$DEBEZIUM_PUBLICATION \
+    PREQUAL_DEBEZIUM_POLL_INTERVAL_MS=$DEBEZIUM_POLL_INTERVAL_MS \
+    prequal_render "$DEBEZIUM_DIR/$1"
+}
+
 # Rendered on every start from the templates in infra/debezium/, so env changes take
-# effect. The connector file holds the database password: owner-only.
+# effect. Owner-only, though the connector file holds no password, only the reference
+# ${env:PREQUAL_PG_PASSWORD} that the worker resolves (connect_start).
 connect_write_config() {
   local template out
   for template in connect-standalone.properties outbox-connector.json; do
@@ -758,13 +868,7 @@ connect_write_config() {
     esac
     (
       umask 077
-      PREQUAL_INFRA_DIR=$INFRA_DIR PREQUAL_PG_HOST=$PG_HOST PREQUAL_PG_PORT=$PG_PORT \
-        PREQUAL_PG_USER=$PG_USER PREQUAL_PG_PASSWORD=$PG_PASSWORD \
-        PREQUAL_PG_DATABASE=$PG_DATABASE PREQUAL_KAFKA_PORT=$KAFKA_PORT \
-        PREQUAL_CONNECT_PORT=$CONNECT_PORT PREQUAL_DEBEZIUM_SLOT=$DEBEZIUM_SLOT \
-        PREQUAL_DEBEZIUM_PUBLICATION=$DEBEZIUM_PUBLICATION \
-        PREQUAL_DEBEZIUM_POLL_INTERVAL_MS=$DEBEZIUM_POLL_INTERVAL_MS \
-        prequal_render "$DEBEZIUM_DIR/$template" >"$out.tmp"
+      connect_render "$template" >"$out.tmp"
     ) 2>>"$CONNECT_LOG" || fail connect "rendering $DEBEZIUM_DIR/$template" "$CONNECT_LOG"
     mv -f -- "$out.tmp" "$out"
   done
@@ -776,9 +880,11 @@ connect_start() {
   printf '\n===== %s start (local.sh) =====\n' "$(date -Is)" >>"$CONNECT_LOG"
   # Same launch as the broker (see kafka_start): own session, pid written by the shell
   # that execs java, stdio into the log. ConnectStandalone creates the connector from
-  # the JSON file given after the worker config.
+  # the JSON file given after the worker config. The worker resolves the connector's
+  # "${env:PREQUAL_PG_PASSWORD}" (config.providers in connect-standalone.properties) from
+  # its own environment, so the password is in no file and in no config Connect shows.
   # shellcheck disable=SC2016 # $$ and "$@" are for the inner shell
-  setsid bash -c 'printf "%s\n" "$$" >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
+  PREQUAL_PG_PASSWORD=$PG_PASSWORD setsid bash -c 'printf "%s\n" "$$" >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' \
     "$CONNECT_PID" \
     java -Xms"$CONNECT_HEAP" -Xmx"$CONNECT_HEAP" \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
@@ -791,6 +897,19 @@ connect_start() {
     sleep 0.05
   done
   fail connect "launching the Connect worker (no pid file)" "$CONNECT_LOG"
+}
+
+# Does the running worker PID resolve ${env:PREQUAL_PG_PASSWORD} to this environment's
+# password? The connector file cannot tell (it holds the reference only).
+connect_worker_has_password() { # PID
+  local entry
+  while IFS= read -r -d '' entry; do
+    if [[ $entry == PREQUAL_PG_PASSWORD=* ]]; then
+      [[ ${entry#*=} == "$PG_PASSWORD" ]]
+      return
+    fi
+  done 2>/dev/null <"/proc/$1/environ"
+  return 1
 }
 
 # Like fail, but first stops the worker (when PID is given) and prints the errors logged
@@ -858,6 +977,11 @@ connect_up() {
     port=$(connect_running_port) || port=$CONNECT_PORT
     [[ $port == "$CONNECT_PORT" ]] ||
       die "connect: running (pid $pid) on port $port, not PREQUAL_CONNECT_PORT=$CONNECT_PORT; run: $0 restart connect"
+    # Reusing a worker that reads another database (or slot) would stream the wrong one.
+    [[ $(connect_render outbox-connector.json 2>/dev/null) == "$(<"$CONNECT_CONNECTOR")" ]] ||
+      die "connect: running (pid $pid) with another connector configuration than this environment's (database $PG_DATABASE, slot $DEBEZIUM_SLOT); run: $0 restart connect"
+    connect_worker_has_password "$pid" ||
+      die "connect: running (pid $pid) with another database password than this environment's PREQUAL_PG_PASSWORD; run: $0 restart connect"
     json=$(connect_rest "$CONNECT_PORT" "/connectors/$CONNECTOR_NAME/status") || json=
     prequal_connector_state "$json" >/dev/null || rc=$?
     if ((rc == 0)); then
@@ -878,6 +1002,7 @@ connect_up() {
     fi
     connect_check_outbox
     mkdir -p -- "$CONNECT_DIR" "$LOG_DIR" "$RUN_DIR"
+    connect_check_offsets
     touch -- "$CONNECT_LOG"
     connect_resolve_libs
     connect_write_config
@@ -948,7 +1073,9 @@ SQL
     fi
     die "drop-slot: $out"
   done
-  rm -f -- "$CONNECT_OFFSETS"
+  # offsets.dat is where all slots' offsets went before they had a file each; no worker
+  # reads it any more.
+  rm -f -- "$CONNECT_OFFSETS" "$CONNECT_OFFSETS_OWNER" "$CONNECT_DIR/offsets.dat"
   out=${out%%$'\n'*}
   slot_db=${out%%|*}
   pub_count=${out##*|}

@@ -63,6 +63,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "request.timeout.ms": min(10_000, settings.relay_delivery_timeout_ms),
     }
     config.update(overrides)
+    if "transaction.timeout.ms" in config:
+        # librdkafka refuses a transactional producer whose socket timeout exceeds the
+        # transaction timeout (+100 ms): a request may not outlive its transaction.
+        config["socket.timeout.ms"] = min(
+            config["socket.timeout.ms"], int(config["transaction.timeout.ms"]) + 100
+        )
     return config
 
 

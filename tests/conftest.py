@@ -1,10 +1,13 @@
 """Session fixtures: real servers, a migrated test database, isolated topics per test.
 
 Where the servers come from is chosen once per run (PREQUAL_TEST_INFRA=auto|local|
-containers, tests/support/backends.py) and printed in pytest's header: the local servers
-of infra/local.sh, started when they do not run yet and stopped again at the end of the
-session only if this session started them; or containers of docker-compose.yml's images
-when a Docker engine answers.
+containers, tests/support/backends.py) and printed in pytest's header: servers of the
+session's own, run by infra/local.sh in a slot of .infra/suite on free ports (never a
+running system's, which may hold the default ports), started when they do not run yet
+and stopped at the end if this session started them; or containers of
+docker-compose.yml's images when a Docker engine answers. The processes a test starts
+listen on free ports too (``spawn``), so the suite runs beside ``make run`` on the same
+machine.
 """
 
 from __future__ import annotations
@@ -152,7 +155,11 @@ Spawn = Callable[[str, Settings], Process]
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
-    """Start a console script as a real process; all are stopped at teardown."""
+    """Start a console script as a real process; all are stopped at teardown.
+
+    Each process listens on free ports, never on one a running system holds
+    (:func:`tests.support.processes.with_free_ports`); ``process.port`` says where.
+    """
     started: list[Process] = []
 
     def _spawn(command: str, settings: Settings) -> Process:

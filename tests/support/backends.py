@@ -2,9 +2,15 @@
 
 One backend is chosen per run (:func:`select_backend`, from ``PREQUAL_TEST_INFRA``):
 
-* ``local`` - the servers of ``infra/local.sh``, started when they do not run yet and
-  stopped at the end only if this run started them (``PREQUAL_TEST_KEEP_SERVERS`` keeps
-  them running).
+* ``local`` - servers of the session's own, run by ``infra/local.sh`` on free ports in a
+  slot of the suite's infra dir (``$PREQUAL_TEST_INFRA_DIR``, default ``suite`` inside
+  ``$PREQUAL_INFRA_DIR``: ``.infra/suite/1``, ``.infra/suite/2`` for a concurrent session,
+  ...; :class:`LocalBackend`). Never the servers of a running system (``make run``,
+  ``make infra-up``, another clone's): the outage and CDC tests stop, restart and
+  reconfigure the servers they use, and a running system's default ports (55432, 9092,
+  9093, 8083) may be held by anyone. Started when they do not run yet, stopped at the
+  end if the session started them (``PREQUAL_TEST_KEEP_SERVERS`` keeps them running for
+  the next session in the slot).
 * ``containers`` - throwaway testcontainers of the images docker-compose.yml names (read
   from the file, so the two cannot drift), on ports Docker maps; the Settings the suite
   uses point at those ports. ``PREQUAL_TEST_KEEP_SERVERS`` does not apply: the containers
@@ -23,13 +29,16 @@ to run (:func:`tests.support.infra.refuse_local_script`), and those tests fail s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import shlex
+import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import psycopg
 import yaml  # type: ignore[import-untyped]
@@ -38,12 +47,15 @@ from confluent_kafka import KafkaException
 from runtime.health import database_check
 from runtime.kafka import kafka_check
 from runtime.settings import Settings
-from tests.support.infra import ROOT, local, running_services
+from tests.support.infra import LOCAL_SH, ROOT
+from tests.support.processes import free_ports
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 INFRA_VARIABLE = "PREQUAL_TEST_INFRA"
 KEEP_SERVERS_VARIABLE = "PREQUAL_TEST_KEEP_SERVERS"
+#: The local backend's infra dir (default: ``suite`` inside ``$PREQUAL_INFRA_DIR``).
+SUITE_INFRA_DIR_VARIABLE = "PREQUAL_TEST_INFRA_DIR"
 AUTO, LOCAL, CONTAINERS = "auto", "local", "containers"
 CHOICES = (AUTO, LOCAL, CONTAINERS)
 
@@ -101,6 +113,11 @@ def report_header(selection: Selection) -> list[str]:
     if selection.docker is not None:
         why += ", Docker engine answers" if selection.docker else ", no Docker engine"
     lines = [f"prequal infra backend: {selection.backend} ({why})"]
+    if selection.backend == LOCAL:
+        lines.append(
+            f"prequal infra: servers of this session's own in a slot of"
+            f" {suite_infra_dir(os.environ)}, on free ports (never a running system's)"
+        )
     if selection.backend == CONTAINERS:
         lines.append(
             "prequal infra: infra/local.sh is refused, so the Kafka Connect (CDC) and"
@@ -179,8 +196,153 @@ class InfraBackend(Protocol):
         ...
 
 
+def suite_infra_dir(env: Mapping[str, str]) -> Path:
+    """The local backend's infra dir: ``$PREQUAL_TEST_INFRA_DIR``, else ``<infra dir>/suite``.
+
+    ``<infra dir>`` is ``$PREQUAL_INFRA_DIR`` or ``<repo>/.infra``, the servers of a running
+    system: the suite's live beside them, never in the same directory.
+    """
+    explicit = env.get(SUITE_INFRA_DIR_VARIABLE, "").strip()
+    if explicit:
+        return Path(explicit).absolute()
+    base = env.get("PREQUAL_INFRA_DIR", "").strip() or str(ROOT / ".infra")
+    return Path(base).absolute() / "suite"
+
+
+@dataclass(frozen=True)
+class SuiteServers:
+    """Where the local backend's servers live and listen (all on 127.0.0.1)."""
+
+    infra_dir: Path
+    pg_port: int
+    kafka_port: int
+    kafka_controller_port: int
+    connect_port: int
+
+    def environment(self) -> dict[str, str]:
+        """The variables that make ``infra/local.sh`` act on these servers, and only them."""
+        return {
+            "PREQUAL_INFRA_DIR": str(self.infra_dir),
+            "PREQUAL_PG_HOST": "127.0.0.1",
+            "PREQUAL_PG_PORT": str(self.pg_port),
+            "PREQUAL_KAFKA_PORT": str(self.kafka_port),
+            # Clients reach the broker directly (only tests/fault's rig puts a proxy between).
+            "PREQUAL_KAFKA_ADVERTISED_PORT": str(self.kafka_port),
+            "PREQUAL_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "PREQUAL_CONNECT_PORT": str(self.connect_port),
+        }
+
+    def overrides(self) -> SettingsOverrides:
+        """The Settings fields that reach these servers (Kafka Connect's REST API too)."""
+        return {
+            "pg_host": "127.0.0.1",
+            "pg_port": self.pg_port,
+            "kafka_bootstrap_servers": f"127.0.0.1:{self.kafka_port}",
+            "connect_url": f"http://127.0.0.1:{self.connect_port}",
+        }
+
+
+_STATUS_LINE = re.compile(r"^(postgres|kafka|connect): running \(pid \d+, port (\d+)\)")
+
+
+def running_ports(status: str) -> dict[str, int]:
+    """``infra/local.sh status`` output -> the port of each service that runs."""
+    found: dict[str, int] = {}
+    for line in status.splitlines():
+        match = _STATUS_LINE.match(line.strip())
+        if match:
+            found[match.group(1)] = int(match.group(2))
+    return found
+
+
+def choose_servers(
+    infra_dir: Path, running: Mapping[str, int], ports: Callable[[int], list[int]] = free_ports
+) -> SuiteServers:
+    """The suite's servers: a running service keeps its port, every other one gets a free one.
+
+    Ports may change between runs: infra/local.sh rewrites each server's configuration on
+    every start (Kafka's quorum voters are static, so the controller may move too).
+    """
+    pg, kafka, controller, connect = ports(4)
+    return SuiteServers(
+        infra_dir=infra_dir,
+        pg_port=running.get("postgres", pg),
+        kafka_port=running.get("kafka", kafka),
+        # Read only when Kafka starts; while it runs, a restart may take a new one.
+        kafka_controller_port=controller,
+        connect_port=running.get("connect", connect),
+    )
+
+
+def run_local_sh(env: Mapping[str, str], *args: str, timeout: float = 300) -> str:
+    """Run ``infra/local.sh ARGS`` with exactly ``env``; its output, or RuntimeError with it."""
+    result = subprocess.run(
+        [str(LOCAL_SH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(env),
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"infra/local.sh {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout
+
+
+#: A session holds its slot's lock exclusively while it runs; the services it started.
+SLOT_LOCK, STARTED_FILE = "session.lock", "started-by-session"
+#: Concurrent sessions on one machine (one clone) before a new one waits for a slot.
+MAX_SLOTS = 8
+SLOT_WAIT_S = 600.0
+
+
+def _try_lock(path: Path) -> IO[bytes] | None:
+    """``path`` opened and flock'ed exclusively, or None when another process holds it."""
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def claim_slot(
+    base: Path, slots: int = MAX_SLOTS, wait_s: float = SLOT_WAIT_S
+) -> tuple[Path, IO[bytes]]:
+    """The first of ``base/1`` .. ``base/<slots>`` no other session holds, and its lock.
+
+    The lock is held until the returned file is closed (or the process ends, however it
+    ends). Raises TimeoutError when every slot stays taken for ``wait_s`` seconds.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        for number in range(1, slots + 1):
+            slot = base / str(number)
+            slot.mkdir(parents=True, exist_ok=True)
+            lock = _try_lock(slot / SLOT_LOCK)
+            if lock is not None:
+                return slot, lock
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"all {slots} server slots in {base} stayed taken for {wait_s:g}s")
+        time.sleep(0.5)
+
+
 class LocalBackend:
-    """The servers of ``infra/local.sh``: start what does not run, stop only that."""
+    """Servers of this session's own, run by ``infra/local.sh`` in a slot of the suite's dir.
+
+    :meth:`start` claims a slot (``<suite infra dir>/<n>``, one session each, so one
+    session's outage tests never hit another's servers), reuses the servers running there
+    (kept by ``PREQUAL_TEST_KEEP_SERVERS``, or left by an interrupted session), else starts
+    them on free ports, and points ``environ``'s infra/local.sh variables (PREQUAL_INFRA_DIR,
+    the ports) at them for the session, so that every ``infra/local.sh`` a test runs (the
+    outage tests' ``down kafka``, Kafka Connect) acts on them. Never a running system's
+    servers, whatever holds the default ports. :meth:`stop` stops what a session started
+    in the slot, unless ``PREQUAL_TEST_KEEP_SERVERS`` is set, and puts ``environ`` back.
+    """
 
     name = LOCAL
 
@@ -188,31 +350,100 @@ class LocalBackend:
         self,
         *,
         env: Mapping[str, str] | None = None,
-        run: Callable[..., str] = local,
-        running: Callable[[], set[str]] = running_services,
+        environ: MutableMapping[str, str] | None = None,
+        run: Callable[..., str] = run_local_sh,
+        ports: Callable[[int], list[int]] = free_ports,
         readiness: Readiness = wait_until_ready,
+        slot_wait_s: float = SLOT_WAIT_S,
     ) -> None:
-        self._env = os.environ if env is None else env
+        self._environ = os.environ if environ is None else environ
+        # A copy: the session's own changes to ``environ`` must not move the infra dir.
+        self._env = dict(self._environ if env is None else env)
         self._run = run
-        self._running = running
+        self._ports = ports
         self.readiness = readiness
-        self._already: set[str] | None = None
+        self._slot_wait_s = slot_wait_s
+        self.servers: SuiteServers | None = None
+        self._slot: IO[bytes] | None = None
+        self._saved: dict[str, str | None] = {}
+
+    @property
+    def infra_dir(self) -> Path:
+        """The suite's infra dir, whose numbered slots hold the servers (see
+        :func:`suite_infra_dir`)."""
+        return suite_infra_dir(self._env)
+
+    def _keep(self) -> bool:
+        return bool(self._env.get(KEEP_SERVERS_VARIABLE, "").strip())
+
+    def _local_env(self, servers_env: Mapping[str, str]) -> dict[str, str]:
+        return {**self._env, **servers_env}
 
     def start(self) -> SettingsOverrides:
-        """``infra/local.sh up``; the servers listen where Settings point by default."""
-        self._already = self._running()
-        self._run("up")
-        self.readiness(Settings())
-        return {}
+        """Claim a slot, reuse or start its servers and wait until they answer.
+
+        Returns the Settings fields that reach them. Raises RuntimeError (with
+        infra/local.sh's output) when they cannot start, TimeoutError when they do not
+        answer or no slot frees up in time.
+        """
+        slot, self._slot = claim_slot(self.infra_dir, wait_s=self._slot_wait_s)
+        try:
+            status = self._run(self._local_env({"PREQUAL_INFRA_DIR": str(slot)}), "status")
+            running = running_ports(status)
+            servers = choose_servers(slot, running, self._ports)
+            self._point_environ_at(servers)
+            started = {"postgres", "kafka"} - set(running)
+            if started and not self._keep():
+                # Before up: a start that fails half-way is stopped like a finished one.
+                self._record_started(slot, started)
+            self._run(self._local_env(servers.environment()), "up")
+            self.readiness(Settings(**servers.overrides()))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the start's failure is the one to report
+                self.stop()
+            raise
+        return servers.overrides()
 
     def stop(self) -> None:
-        """Stop the servers this run started, unless ``PREQUAL_TEST_KEEP_SERVERS`` is set."""
-        if self._already is None:
-            return
-        started = [s for s in ("kafka", "postgres") if s not in self._already]
-        self._already = None
-        if started and not self._env.get(KEEP_SERVERS_VARIABLE):
-            self._run("down", *started)
+        """Stop what a session started in this slot (unless kept), free the slot."""
+        servers, slot_lock = self.servers, self._slot
+        self._slot = None
+        try:
+            if servers is None or slot_lock is None:
+                return
+            started = servers.infra_dir / STARTED_FILE
+            if self._keep() or not started.exists():
+                return
+            services = set(started.read_text().split())
+            # Plain down also stops a Kafka Connect a test left running.
+            args = () if {"postgres", "kafka"} <= services else tuple(sorted(services))
+            self._run(self._local_env(servers.environment()), "down", *args)
+            started.unlink()
+        finally:
+            if slot_lock is not None:
+                slot_lock.close()  # closing the last descriptor releases the flock
+            self._restore_environ()
+
+    def _record_started(self, slot: Path, services: set[str]) -> None:
+        # Services an interrupted session started here are this session's to stop too.
+        path = slot / STARTED_FILE
+        before = set(path.read_text().split()) if path.exists() else set()
+        path.write_text("\n".join(sorted(before | services)) + "\n")
+
+    def _point_environ_at(self, servers: SuiteServers) -> None:
+        self.servers = servers
+        for key, value in servers.environment().items():
+            self._saved.setdefault(key, self._environ.get(key))
+            self._environ[key] = value
+
+    def _restore_environ(self) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                self._environ.pop(key, None)
+            else:
+                self._environ[key] = value
+        self._saved = {}
+        self.servers = None
 
 
 @dataclass(frozen=True)

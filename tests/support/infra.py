@@ -64,12 +64,6 @@ def local(*args: str, timeout: float = 300, settings: Settings | None = None) ->
     return result.stdout
 
 
-def running_services() -> set[str]:
-    """Which of postgres and kafka run now."""
-    status = local("status")
-    return {line.split(":", 1)[0].strip() for line in status.splitlines() if ": running" in line}
-
-
 @contextmanager
 def connect_running(settings: Settings) -> Iterator[None]:
     """Kafka Connect with the Debezium outbox connector on ``settings``' database.

@@ -1,4 +1,10 @@
-"""Run prequal's console scripts as real processes, the way ``make run`` does."""
+"""Run prequal's console scripts as real processes, the way ``make run`` does.
+
+A process a test starts never binds a port a running system holds: every listening port
+still at what ``make run`` would use (the Settings default, or what the environment and
+``.env`` configure) is moved to a free one (:func:`with_free_ports`), so the suite runs
+beside a running system on the same machine.
+"""
 
 from __future__ import annotations
 
@@ -25,27 +31,86 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 nobody listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:  # all bound at once, so the kernel hands out distinct ports
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+#: The Settings field of the port each console script listens on (/health, /metrics).
+LISTEN_PORT_FIELDS = {
+    "command-api": "command_api_port",
+    "query-api": "query_api_port",
+    "query-projector": "projector_metrics_port",
+    "outbox-relay": "relay_metrics_port",
+    "credit-worker": "credit_worker_metrics_port",
+    "decision-worker": "decision_worker_metrics_port",
+}
+
+
+def system_ports() -> dict[str, set[int]]:
+    """Per listening-port field, the ports a running system may hold on this machine.
+
+    Its default and what ``Settings()`` reads from the environment and ``.env`` here: the
+    ports ``make run`` binds.
+    """
+    configured = Settings()
+    return {
+        field: {Settings.model_fields[field].default, getattr(configured, field)}
+        for field in LISTEN_PORT_FIELDS.values()
+    }
+
+
+def with_free_ports(settings: Settings) -> Settings:
+    """``settings`` with each listening port a running system may hold moved to a free one.
+
+    A port the test chose itself (any other value) is kept, so a test can still reach a
+    process, or restart it, on a port it knows.
+    """
+    update = {
+        field: free_port()
+        for field, held in system_ports().items()
+        if getattr(settings, field) in held
+    }
+    return settings.model_copy(update=update) if update else settings
 
 
 class Process:
-    """One console script running in its own process group, its output in a log file."""
+    """One console script running in its own process group, its output in a log file.
+
+    It runs with ``with_free_ports(settings)``, kept as :attr:`settings`: ask those (or
+    :attr:`port`) where it listens.
+    """
 
     def __init__(self, command: str, settings: Settings, log_dir: Path) -> None:
         self.command = command
+        self.settings = with_free_ports(settings)
         self.log_path = log_dir / f"{command}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
             [command],
-            env=settings_env(settings),
+            env=settings_env(self.settings),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             start_new_session=True,
         )
+
+    @property
+    def port(self) -> int:
+        """The port this console script listens on; KeyError for one that listens on none."""
+        port: int = getattr(self.settings, LISTEN_PORT_FIELDS[self.command])
+        return port
 
     def log(self) -> str:
         """Everything the process printed so far."""

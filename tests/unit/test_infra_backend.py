@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -31,7 +30,9 @@ from tests.support.backends import (
     kafka_starter,
     make_backend,
     report_header,
+    running_ports,
     select_backend,
+    suite_infra_dir,
     wait_until_ready,
 )
 
@@ -102,12 +103,19 @@ def test_an_unknown_value_is_an_error_listing_the_choices(value: str) -> None:
 
 
 def test_the_header_names_the_backend_the_setting_and_docker() -> None:
-    assert report_header(Selection("local", "auto", False)) == [
+    assert report_header(Selection("local", "auto", False))[0] == (
         "prequal infra backend: local (PREQUAL_TEST_INFRA=auto, no Docker engine)"
-    ]
-    assert report_header(Selection("local", "local", None)) == [
+    )
+    assert report_header(Selection("local", "local", None))[0] == (
         "prequal infra backend: local (PREQUAL_TEST_INFRA=local)"
-    ]
+    )
+
+
+def test_the_header_of_a_local_run_says_the_servers_are_the_sessions_own() -> None:
+    lines = report_header(Selection("local", "local", None))
+
+    assert lines[1].startswith("prequal infra: servers of this session's own in a slot of ")
+    assert "free ports" in lines[1]
 
 
 def test_the_header_of_a_container_run_says_which_tests_need_the_local_servers() -> None:
@@ -298,41 +306,231 @@ def test_containers_that_never_get_ready_are_removed_at_once() -> None:
 
 
 class FakeLocalSh:
-    """infra/local.sh as the local backend uses it: which services run, up, down."""
+    """infra/local.sh as the local backend uses it, on one infra dir: status, up, down.
 
-    def __init__(self, running: set[str]) -> None:
-        self.running = running
+    ``running`` maps each running service to its port; ``up`` starts postgres and kafka
+    on the ports its environment names, as the script does.
+    """
+
+    def __init__(self, running: dict[str, int] | None = None, fail_up: bool = False) -> None:
+        self.running = dict(running or {})
+        self.fail_up = fail_up
         self.calls: list[tuple[str, ...]] = []
+        self.envs: list[Mapping[str, str]] = []
 
-    def run(self, *args: str, **_: Any) -> str:
+    def run(self, env: Mapping[str, str], *args: str) -> str:
         self.calls.append(args)
+        self.envs.append(dict(env))
+        if args == ("status",):
+            return "".join(
+                (
+                    f"{name}: running (pid 4242, port {self.running[name]})\n"
+                    if name in self.running
+                    else f"{name}: stopped\n"
+                )
+                for name in ("postgres", "kafka", "connect")
+            )
+        if args == ("up",):
+            if self.fail_up:
+                raise RuntimeError("infra/local.sh up failed (1): port in use")
+            ports = {"postgres": "PREQUAL_PG_PORT", "kafka": "PREQUAL_KAFKA_PORT"}
+            for name, variable in ports.items():
+                self.running.setdefault(name, int(env[variable]))
+        if args[:1] == ("down",):
+            for name in args[1:] or ("postgres", "kafka", "connect"):
+                self.running.pop(name, None)
         return ""
+
+
+FREE = [41001, 41002, 41003, 41004]  # pg, kafka, kafka controller, connect
+
+
+def local_backend(
+    sh: FakeLocalSh,
+    suite_dir: Path,
+    environ: dict[str, str] | None = None,
+    fakes: Fakes | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LocalBackend:
+    """A local backend on ``sh``, its slots in ``suite_dir``, free ports ``FREE``."""
+    return LocalBackend(
+        env={"PREQUAL_TEST_INFRA_DIR": str(suite_dir), **(env or {})},
+        environ={} if environ is None else environ,
+        run=sh.run,
+        ports=lambda count: FREE[:count],
+        readiness=(fakes or Fakes()).readiness,
+        slot_wait_s=0,
+    )
+
+
+def test_the_suites_servers_live_in_a_directory_of_their_own() -> None:
+    assert suite_infra_dir({}) == infra.ROOT / ".infra" / "suite"
+    assert suite_infra_dir({"PREQUAL_INFRA_DIR": "/srv/prequal"}) == Path("/srv/prequal/suite")
+    assert suite_infra_dir({"PREQUAL_TEST_INFRA_DIR": "/work/own"}) == Path("/work/own")
+
+
+def test_the_local_backend_starts_its_servers_on_free_ports_never_the_defaults(
+    tmp_path: Path,
+) -> None:
+    sh, fakes = FakeLocalSh(), Fakes()
+    backend = local_backend(sh, tmp_path, fakes=fakes)
+
+    overrides = backend.start()
+
+    assert overrides == {
+        "pg_host": "127.0.0.1",
+        "pg_port": 41001,
+        "kafka_bootstrap_servers": "127.0.0.1:41002",
+        "connect_url": "http://127.0.0.1:41004",
+    }
+    assert sh.calls == [("status",), ("up",)]
+    up_env = sh.envs[1]
+    assert up_env["PREQUAL_INFRA_DIR"] == str(tmp_path / "1")
+    assert [up_env[f"PREQUAL_{name}_PORT"] for name in ("PG", "KAFKA", "CONNECT")] == [
+        "41001",
+        "41002",
+        "41004",
+    ]
+    assert up_env["PREQUAL_KAFKA_CONTROLLER_PORT"] == "41003"
+    assert fakes.ready_for == [Settings(**overrides)]
+    backend.stop()
+
+
+def test_every_infra_script_of_the_session_acts_on_the_suites_servers_until_the_end(
+    tmp_path: Path,
+) -> None:
+    environ = {"PREQUAL_INFRA_DIR": "/srv/running-system", "PREQUAL_PG_PORT": "55432"}
+    backend = local_backend(FakeLocalSh(), tmp_path, environ=environ)
+
+    backend.start()
+    # What tests.support.infra.local hands to infra/local.sh (the outage tests' down kafka).
+    assert environ["PREQUAL_INFRA_DIR"] == str(tmp_path / "1")
+    assert environ["PREQUAL_PG_PORT"] == "41001"
+    assert environ["PREQUAL_KAFKA_PORT"] == "41002"
+    assert environ["PREQUAL_CONNECT_PORT"] == "41004"
+    backend.stop()
+
+    assert environ == {"PREQUAL_INFRA_DIR": "/srv/running-system", "PREQUAL_PG_PORT": "55432"}
+
+
+def test_servers_running_in_the_suites_directory_are_reused_on_their_ports(
+    tmp_path: Path,
+) -> None:
+    sh = FakeLocalSh({"postgres": 45001, "kafka": 45002, "connect": 45004})
+    backend = local_backend(sh, tmp_path)
+
+    overrides = backend.start()
+    backend.stop()
+
+    assert (overrides["pg_port"], overrides["kafka_bootstrap_servers"]) == (
+        45001,
+        "127.0.0.1:45002",
+    )
+    assert overrides["connect_url"] == "http://127.0.0.1:45004"
+    assert sh.calls == [("status",), ("up",)]  # nothing stopped: this session started nothing
 
 
 @pytest.mark.parametrize(
     ("already", "env", "stopped"),
     [
-        (set(), {}, [("down", "kafka", "postgres")]),
-        ({"postgres"}, {}, [("down", "kafka")]),
-        ({"postgres", "kafka"}, {}, []),
-        (set(), {"PREQUAL_TEST_KEEP_SERVERS": "1"}, []),
+        ({}, {}, [("down",)]),
+        ({"postgres": 45001}, {}, [("down", "kafka")]),
+        ({"postgres": 45001, "kafka": 45002}, {}, []),
+        ({}, {"PREQUAL_TEST_KEEP_SERVERS": "1"}, []),
     ],
 )
 def test_the_local_backend_stops_only_what_it_started(
-    already: set[str], env: Mapping[str, str], stopped: list[tuple[str, ...]]
+    tmp_path: Path, already: dict[str, int], env: dict[str, str], stopped: list[tuple[str, ...]]
 ) -> None:
     sh = FakeLocalSh(already)
-    fakes = Fakes()
-    backend = LocalBackend(
-        env=env, run=sh.run, running=lambda: set(sh.running), readiness=fakes.readiness
-    )
+    backend = local_backend(sh, tmp_path, env=env)
 
-    assert backend.start() == {}
+    backend.start()
     backend.stop()
     backend.stop()  # idempotent, as session teardown may be
 
-    assert sh.calls == [("up",), *stopped]
-    assert fakes.ready_for == [Settings()]
+    assert sh.calls == [("status",), ("up",), *stopped]
+
+
+def test_a_concurrent_session_gets_servers_of_its_own_in_the_next_slot(tmp_path: Path) -> None:
+    first_sh, second_sh = FakeLocalSh(), FakeLocalSh()
+    first, second = local_backend(first_sh, tmp_path), local_backend(second_sh, tmp_path)
+
+    first.start()
+    second.start()
+    first.stop()
+
+    assert first_sh.envs[1]["PREQUAL_INFRA_DIR"] == str(tmp_path / "1")
+    assert second_sh.envs[1]["PREQUAL_INFRA_DIR"] == str(tmp_path / "2")
+    assert second_sh.calls == [("status",), ("up",)]  # the first's stop left it alone
+    second.stop()
+    assert second_sh.calls[-1] == ("down",)
+
+
+def test_a_slot_is_free_again_once_its_session_ended(tmp_path: Path) -> None:
+    first = local_backend(FakeLocalSh(), tmp_path)
+    first.start()
+    first.stop()
+    sh = FakeLocalSh()
+    later = local_backend(sh, tmp_path)
+
+    later.start()
+    later.stop()
+
+    assert sh.envs[0]["PREQUAL_INFRA_DIR"] == str(tmp_path / "1")
+
+
+def test_with_every_slot_taken_a_session_gives_up_saying_so(tmp_path: Path) -> None:
+    holders = [backends.claim_slot(tmp_path, slots=2, wait_s=0) for _ in range(2)]
+    try:
+        with pytest.raises(TimeoutError, match="all 2 server slots"):
+            backends.claim_slot(tmp_path, slots=2, wait_s=0)
+    finally:
+        for _, lock in holders:
+            lock.close()
+
+
+def test_servers_an_interrupted_session_started_are_stopped_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / backends.STARTED_FILE).write_text("kafka\npostgres\n")
+    sh = FakeLocalSh({"postgres": 45001, "kafka": 45002})
+    backend = local_backend(sh, tmp_path)
+
+    backend.start()
+    backend.stop()
+
+    assert sh.calls == [("status",), ("up",), ("down",)]
+
+
+def test_servers_that_fail_to_start_are_stopped_and_leave_the_slot_and_environment_as_they_were(
+    tmp_path: Path,
+) -> None:
+    environ = {"PREQUAL_PG_PORT": "55432"}
+    failing_sh = FakeLocalSh(fail_up=True)
+    failing = local_backend(failing_sh, tmp_path, environ=environ)
+
+    with pytest.raises(RuntimeError, match="port in use"):
+        failing.start()
+
+    assert failing_sh.calls == [("status",), ("up",), ("down",)]  # what up may have started
+    assert environ == {"PREQUAL_PG_PORT": "55432"}
+    sh = FakeLocalSh()
+    later = local_backend(sh, tmp_path)
+    later.start()
+    later.stop()
+    assert sh.envs[0]["PREQUAL_INFRA_DIR"] == str(tmp_path / "1")  # the failed one freed it
+
+
+def test_status_lines_give_the_port_of_each_running_service() -> None:
+    status = (
+        "postgres: running (pid 10, port 45001)\n"
+        "kafka: running (pid 11, port 45002) but not answering yet\n"
+        "connect: stopped\n"
+    )
+
+    assert running_ports(status) == {"postgres": 45001, "kafka": 45002}
 
 
 def test_both_backends_wait_on_the_same_readiness_check() -> None:
