@@ -195,6 +195,10 @@ def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
                 relay_poll_interval_s=0.5,
                 relay_standby_retry_s=0.5,
                 relay_delivery_timeout_ms=5000,
+                # The drills' own development issuer, and no rate limit in reach.
+                auth_dev_dir=str(tmp_path_factory.mktemp("fault-auth")),
+                rate_limit_per_s=100_000.0,
+                rate_limit_burst=100_000,
             )
             recreate_database(direct.model_copy(update={"pg_database": "prequal"}), DATABASE)
             upgrade(direct.sqlalchemy_url)

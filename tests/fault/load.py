@@ -57,6 +57,7 @@ async def run_load(
     origin: float,
     post_rate: float,
     get_rate: float,
+    token: str = "",
 ) -> list[Answer]:
     """Send the load described in the module docstring; every request's answer."""
     seed = random.randrange(1 << 30)
@@ -64,13 +65,18 @@ async def run_load(
     clock = time.perf_counter
     answers: list[Answer] = []
     newest: list[str] = []
+    bearer = {"Authorization": f"Bearer {token}"} if token else {}
     connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
 
         async def post(i: int, scheduled: float) -> None:
             sent = clock()
-            headers = {"Content-Type": "application/json", "Idempotency-Key": f"fault-{run}-{i}"}
+            headers = {
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"fault-{run}-{i}",
+                **bearer,
+            }
             status, app_id, error = 0, None, None
             try:
                 async with http.post(
@@ -101,7 +107,9 @@ async def run_load(
             app_id = newest[0] if newest else str(uuid.uuid4())
             status, error = 0, None
             try:
-                async with http.get(f"{query_url}/applications/{app_id}/status") as response:
+                async with http.get(
+                    f"{query_url}/applications/{app_id}/status", headers=bearer
+                ) as response:
                     status = response.status
                     text = await response.text()
                     error = None if status in (200, 404) else text[:300]
@@ -140,9 +148,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--origin", type=float, required=True)
     parser.add_argument("--post-rate", type=float, default=100.0)
     parser.add_argument("--get-rate", type=float, default=20.0)
+    parser.add_argument("--token", default="", help="bearer token sent with every request")
     args = parser.parse_args(argv)
     load = run_load(
-        args.command_url, args.query_url, args.seconds, args.origin, args.post_rate, args.get_rate
+        args.command_url,
+        args.query_url,
+        args.seconds,
+        args.origin,
+        args.post_rate,
+        args.get_rate,
+        args.token,
     )
     # uvloop (uvicorn[standard] brings it) halves the generator's CPU per request.
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
