@@ -13,13 +13,11 @@ serves on ``PREQUAL_COMMAND_API_PORT``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import threading
 from datetime import timedelta
 
 from confluent_kafka import KafkaError, Message, Producer
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from command_api.app import create_app
 from command_api.group_commit import numbered_parameters
@@ -33,6 +31,7 @@ from command_api.submit import (
 from outbox.append import OutboxMessage
 from outbox.headers import event_headers
 from runtime.db import create_engine, database_errors
+from runtime.deadline import Budget
 from runtime.errors import DependencyUnavailable
 from runtime.http import serve, serve_workers
 from runtime.kafka import producer_config
@@ -42,9 +41,6 @@ from runtime.settings import Settings
 # The application and projection rows exactly as ours stores them; no outbox row. One
 # statement per request: the original design had no group commit either.
 _STORE_WITHOUT_OUTBOX = store_applications_ctes(1) + "SELECT 1"
-
-_captured: contextvars.ContextVar[list[OutboxMessage]] = contextvars.ContextVar("captured")
-
 
 class InlinePublishSubmit(SubmitApplication):
     """Submit that commits first and then waits for Kafka to acknowledge the event."""
@@ -57,28 +53,19 @@ class InlinePublishSubmit(SubmitApplication):
         )
         self._producer = producer
 
-    async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
-        """Commit the application, then publish its event and await the delivery report."""
-        captured: list[OutboxMessage] = []
-        token = _captured.set(captured)
-        try:
-            accepted = await super().__call__(request, ctx)
-        finally:
-            _captured.reset(token)
-        for message in captured:
-            await self._publish(message)
-        return accepted
+    async def store(
+        self, request: ApplicationRequest, ctx: SubmitContext, budget: Budget
+    ) -> Accepted:
+        """Commit the application (no outbox row), then publish its event and await Kafka.
 
-    async def _emit(self, conn: AsyncConnection, message: OutboxMessage) -> None:
-        _captured.get().append(message)  # published after the commit, not stored
-
-    async def _one_statement(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
-        # The same one-round-trip storage as ours, minus the outbox row: a fair baseline.
-        message, params = self._statement_parameters(request, ctx)
+        The same one-round-trip storage as ours, minus the outbox row and the grouping:
+        the original design's shape, measured fairly.
+        """
+        message, row = self.row(request, ctx)
         async with database_errors(), self._engine.connect() as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.exec_driver_sql(_STORE_WITHOUT_OUTBOX, numbered_parameters([params]))
-        _captured.get().append(message)
+            await autocommit.exec_driver_sql(_STORE_WITHOUT_OUTBOX, numbered_parameters([row]))
+        await self._publish(message)
         return Accepted(message.envelope.aggregate_id)
 
     async def _publish(self, message: OutboxMessage) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 from functools import lru_cache
@@ -65,10 +65,18 @@ class Stage(Enum):
     SENT = auto()
 
 
+@dataclass(frozen=True, slots=True)
+class RowOutcome:
+    """What a statement says of one of its rows (``ord, locked, accepted`` columns)."""
+
+    locked: bool
+    accepted: bool
+
+
 @dataclass(slots=True, eq=False)
 class _Pending:
     row: Mapping[str, Any]
-    future: asyncio.Future[None]
+    future: asyncio.Future[RowOutcome | None]
     stage: Stage = Stage.QUEUED
 
 
@@ -94,12 +102,14 @@ class GroupCommit:
         max_rows: int = 64,
         max_in_flight: int = 2,
         deadline_s: float = 2.0,
+        exclusive: Callable[[Mapping[str, Any]], Hashable | None] | None = None,
     ) -> None:
         self._engine = engine
         self._statement = lru_cache(maxsize=max_rows)(statement)
         self._max_rows = max_rows
         self._max_in_flight = max_in_flight
         self._deadline_s = deadline_s
+        self._exclusive = exclusive or (lambda _row: None)
         # Made on first use: a semaphore belongs to one event loop.
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,11 +117,14 @@ class GroupCommit:
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def write(self, row: Mapping[str, Any]) -> None:
-        """Return once ``row``'s application is committed.
+    async def write(
+        self, row: Mapping[str, Any], within_s: float | None = None
+    ) -> RowOutcome | None:
+        """Return once ``row``'s statement is committed: what it says of the row, if anything.
 
         Raises :class:`~runtime.errors.WriteFailed` when the database does not answer
-        within the deadline, and the database's own error when it refuses the row.
+        within ``within_s`` (default the whole deadline), and the database's own error
+        when it refuses the row.
         """
         loop = asyncio.get_running_loop()
         if self._slots is None or loop is not self._loop:
@@ -126,8 +139,8 @@ class GroupCommit:
         try:
             # Cancels only this request's future: the group's statement goes on for the
             # other requests in it (and settles nothing for this one).
-            async with asyncio.timeout(self._deadline_s):
-                await pending.future
+            async with asyncio.timeout(self._deadline_s if within_s is None else within_s):
+                return await pending.future
         except TimeoutError as error:
             if pending in self._waiting:
                 self._waiting.remove(pending)
@@ -142,8 +155,7 @@ class GroupCommit:
         try:
             while self._waiting:
                 await slots.acquire()
-                group = self._waiting[: self._max_rows]
-                del self._waiting[: self._max_rows]
+                group = self._take_group()
                 for pending in group:
                     pending.stage = Stage.CONNECTING
                 if not group:  # every request waiting meanwhile gave up
@@ -156,7 +168,7 @@ class GroupCommit:
     async def _write(self, group: list[_Pending], slots: asyncio.Semaphore) -> None:
         try:
             try:
-                await self._execute(group)
+                outcomes = await self._execute(group)
             except Exception as error:  # handed to the requests that wait for it
                 if len(group) == 1 or not isinstance(error, IntegrityError | DataError):
                     # The database itself failed (down, frozen, pool exhausted): every
@@ -169,27 +181,52 @@ class GroupCommit:
                 )
                 for pending in group:
                     try:
-                        await self._execute([pending])
+                        [outcome] = await self._execute([pending])
                     except Exception as alone:  # as above, for one request
                         _settle(pending, _as_write_failure(alone, pending.stage))
                     else:
-                        _settle(pending, None)
+                        _settle(pending, outcome)
                 return
-            for pending in group:
-                _settle(pending, None)
+            for pending, outcome in zip(group, outcomes, strict=True):
+                _settle(pending, outcome)
         finally:
             slots.release()
 
-    async def _execute(self, group: list[_Pending]) -> None:
+    def _take_group(self) -> list[_Pending]:
+        """Up to ``max_rows`` waiting rows, no two of them exclusive of each other.
+
+        A row whose exclusive key (an Idempotency-Key) is already in the group waits for
+        the next statement: one statement must not claim one key twice.
+        """
+        group: list[_Pending] = []
+        taken: set[Hashable] = set()
+        kept: list[_Pending] = []
+        for pending in self._waiting:
+            key = self._exclusive(pending.row)
+            if len(group) >= self._max_rows or (key is not None and key in taken):
+                kept.append(pending)
+                continue
+            if key is not None:
+                taken.add(key)
+            group.append(pending)
+        self._waiting[:] = kept
+        return group
+
+    async def _execute(self, group: list[_Pending]) -> list[RowOutcome | None]:
         for pending in group:
             pending.stage = Stage.CONNECTING
         async with bounded_connection(self._engine, self._deadline_s) as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
             for pending in group:
                 pending.stage = Stage.SENT
-            params = numbered_parameters([pending.row for pending in group])
-            await autocommit.exec_driver_sql(self._statement(len(group)), params)
+            params = numbered_parameters(
+                [{**pending.row, "ord": index} for index, pending in enumerate(group)]
+            )
+            result = await autocommit.exec_driver_sql(self._statement(len(group)), params)
+            rows: list[Any] = list(result) if result.returns_rows else []
+            said = {int(row[0]): RowOutcome(bool(row[1]), bool(row[2])) for row in rows}
         GROUP_SIZE.observe(len(group))
+        return [said.get(index) for index in range(len(group))]
 
 
 def outcome_of(stage: Stage) -> Outcome:
@@ -204,11 +241,11 @@ def _as_write_failure(error: Exception, stage: Stage) -> Exception:
     return error
 
 
-def _settle(pending: _Pending, error: BaseException | None) -> None:
+def _settle(pending: _Pending, answer: RowOutcome | BaseException | None) -> None:
     future = pending.future
     if future.done():  # the request was cancelled (its client went away)
         return
-    if error is None:
-        future.set_result(None)
+    if isinstance(answer, BaseException):
+        future.set_exception(answer)
     else:
-        future.set_exception(error)
+        future.set_result(answer)

@@ -1,27 +1,31 @@
-"""The submit use case: one transaction owns the application, its event and its key.
+"""The submit use case: one statement owns the application, its event and its key.
 
 Either everything is stored (application, outbox event, PENDING projection row,
-idempotency key) or nothing is. The transaction is the unit of work: the stores below
-execute statements in it and never commit.
+idempotency key) or nothing is. Every submit, with an Idempotency-Key or without, is one
+row of the same SQL statement (:func:`submit_statement`), which concurrent requests
+share (:mod:`command_api.group_commit`): a statement is a transaction of its own, so each
+application is whole or absent, and a request is answered after the commit that holds it.
+One mapping from the request to that row (:meth:`SubmitApplication.row`) feeds it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import delete, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.group_commit import GroupCommit, Stage, numbered_rows, outcome_of
+from command_api.group_commit import GroupCommit, numbered_rows
 from command_api.models import ApplicationRequest
-from outbox.append import OUTBOX_COLUMNS, OutboxMessage, append
+from outbox.append import OUTBOX_COLUMNS, OutboxMessage
 from runtime.breaker import DatabaseBreaker
 from runtime.db import database_errors
-from runtime.deadline import bounded_connection
+from runtime.deadline import Budget, bounded_connection
 from runtime.errors import (
     Conflict,
     DependencyUnavailable,
@@ -32,28 +36,23 @@ from runtime.errors import (
 )
 from runtime.logging import get_logger
 from runtime.rate_limit import RateLimiter
-from schema.events import (
-    ApplicationStatus,
-    LoanApplicationSubmittedV1,
-    SubmittedEvent,
-)
-from schema.tables import application_status, applications, idempotency_keys
+from schema.events import LoanApplicationSubmittedV1, SubmittedEvent
+from schema.tables import idempotency_keys
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
-# Data-modifying CTEs: three inserts, one statement, one commit. The column lists are
-# the same as the SQLAlchemy path's (_store and outbox.append); tests compare the rows.
-# Each row template is repeated once per application of a group (command_api.group_commit).
+# The benchmark's baseline stores applications without an outbox event (bench.baseline_api):
+# these templates are its statement, with the same columns as submit_statement's.
 _APPLICATION_ROW = """(%(id)s, %(client_id)s, %(pan)s, %(name)s, %(income)s, %(amount)s,
     %(loan_type)s, 'PENDING', %(now)s, %(now)s)"""
 _PROJECTION_ROW = "(%(id)s, %(client_id)s, 'PENDING', %(now)s, %(now)s, 1)"
-# In OUTBOX_COLUMNS order.
-_OUTBOX_ROW = """(%(event_id)s, %(aggregatetype)s, %(id)s::text, %(type)s, %(topic)s,
-    %(payload)s::jsonb, %(correlation_id)s, %(causation_id)s, %(traceparent)s, %(now)s)"""
 
 
 def store_applications_ctes(count: int) -> str:
-    """The CTEs storing ``count`` applications and their projection rows (numbered params)."""
+    """The CTEs storing ``count`` applications and projection rows, without events.
+
+    For the benchmark's baseline only (the original design published after the commit).
+    """
     return f"""
 WITH application AS (
     INSERT INTO applications (id, client_id, pan_number, applicant_name, monthly_income_inr,
@@ -67,12 +66,67 @@ WITH application AS (
 """  # noqa: S608 — built from the constant row templates; every value is a bound parameter
 
 
+#: One application of :func:`submit_statement`: every value a bound parameter, typed so
+#: that a NULL (no Idempotency-Key) still has its column's type.
+_INPUT_ROW = """(%(ord)s::int, %(id)s::uuid, %(client_id)s::text, %(pan)s::text, %(name)s::text,
+    %(income)s::numeric, %(amount)s::numeric, %(loan_type)s::text, %(now)s::timestamptz,
+    %(event_id)s::uuid, %(aggregatetype)s::text, %(type)s::text, %(topic)s::text,
+    %(payload)s::text, %(correlation_id)s::text, %(causation_id)s::text,
+    %(traceparent)s::text, %(key)s::text, %(fingerprint)s::text, %(expires_at)s::timestamptz,
+    %(lock_id)s::bigint)"""
+
+
 def submit_statement(count: int) -> str:
-    """One statement storing ``count`` applications, their projection rows and events."""
-    return store_applications_ctes(count) + f"""
-INSERT INTO outbox ({", ".join(OUTBOX_COLUMNS)})
-VALUES {numbered_rows(_OUTBOX_ROW, count)}
-"""  # noqa: S608 — as above
+    """One statement storing ``count`` applications (:meth:`SubmitApplication.row` each).
+
+    For each application with an Idempotency-Key it first takes the key's advisory lock
+    (held to the end of this statement's transaction: a concurrent request with the key
+    is told 409) and claims the key (a new key, or one that has expired); only then are
+    the application, its projection row and its outbox event inserted. It returns, per
+    row, ``(ord, locked, accepted)``: accepted, or not locked (in flight elsewhere), or
+    locked but the key already taken (the request is a retry, or reuses the key).
+    """
+    return f"""
+WITH input (ord, id, client_id, pan, name, income, amount, loan_type, now, event_id,
+            aggregatetype, type, topic, payload, correlation_id, causation_id, traceparent,
+            key, fingerprint, expires_at, lock_id) AS (
+    VALUES {numbered_rows(_INPUT_ROW, count)}
+), locked AS MATERIALIZED (
+    SELECT ord FROM input
+     WHERE CASE WHEN key IS NULL THEN true ELSE pg_try_advisory_xact_lock(lock_id) END
+), claimed AS (
+    INSERT INTO idempotency_keys AS k
+           (client_id, key, fingerprint, application_id, created_at, expires_at)
+    SELECT client_id, key, fingerprint, id, now, expires_at
+      FROM input JOIN locked USING (ord) WHERE key IS NOT NULL
+    ON CONFLICT (client_id, key) DO UPDATE
+       SET fingerprint = EXCLUDED.fingerprint, application_id = EXCLUDED.application_id,
+           created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+     WHERE k.expires_at <= EXCLUDED.created_at
+    RETURNING client_id, key
+), accepted AS (
+    SELECT input.* FROM input JOIN locked USING (ord)
+     WHERE input.key IS NULL
+        OR (input.client_id, input.key) IN (SELECT client_id, key FROM claimed)
+), application AS (
+    INSERT INTO applications (id, client_id, pan_number, applicant_name, monthly_income_inr,
+                              loan_amount_inr, loan_type, status, created_at, updated_at)
+    SELECT id, client_id, pan, name, income, amount, loan_type, 'PENDING', now, now
+      FROM accepted
+), projection AS (
+    -- Written here, not only by the projector: a GET right after the 202 answers PENDING.
+    INSERT INTO application_status (application_id, client_id, status, submitted_at,
+                                    updated_at, version)
+    SELECT id, client_id, 'PENDING', now, now, 1 FROM accepted
+), event AS (
+    INSERT INTO outbox ({", ".join(OUTBOX_COLUMNS)})
+    SELECT event_id, aggregatetype, id::text, type, topic, payload::jsonb, correlation_id,
+           causation_id, traceparent, now
+      FROM accepted
+)
+SELECT input.ord, locked.ord IS NOT NULL, accepted.ord IS NOT NULL
+  FROM input LEFT JOIN locked USING (ord) LEFT JOIN accepted USING (ord)
+"""  # noqa: S608 — built from constant templates; every value is a bound parameter
 
 
 _log = get_logger(__name__)
@@ -112,7 +166,9 @@ class SubmitApplication:
         limiter: RateLimiter | None = None,
     ) -> None:
         self._engine = engine
-        self._group_commit = GroupCommit(engine, submit_statement, deadline_s=deadline_s)
+        self._group_commit = GroupCommit(
+            engine, submit_statement, deadline_s=deadline_s, exclusive=_key_of
+        )
         self._topic = topic
         self._ttl = idempotency_ttl
         self._breaker = breaker or DatabaseBreaker("command-api", threshold=3, open_s=2.0)
@@ -124,13 +180,20 @@ class SubmitApplication:
         """Run the use case; raise a problem error when the request cannot be accepted.
 
         Raises :class:`~runtime.errors.WriteFailed` (503) when the database does not
-        answer within the deadline or the circuit breaker is open; its outcome says
-        whether the application may have been stored.
+        answer within the deadline or the circuit breaker is open (its outcome says
+        whether the application may have been stored), :class:`~runtime.errors.Conflict`
+        (409) while the same Idempotency-Key is in flight, and
+        :class:`~runtime.errors.ValidationProblem` (422) for a key reused with another body.
         """
+        budget = Budget(self._deadline_s)  # one deadline for the whole request
         try:
             async with self._breaker.guard():
-                rate = {} if self._limiter is None else await self._limiter.take(ctx.client_id)
-                accepted = replace(await self._transaction(request, ctx), rate_limit=rate)
+                rate = (
+                    {}
+                    if self._limiter is None
+                    else await self._limiter.take(ctx.client_id, budget.left())
+                )
+                accepted = replace(await self.store(request, ctx, budget), rate_limit=rate)
         except WriteFailed:
             raise
         except DependencyUnavailable as error:  # the breaker was open: nothing was sent
@@ -146,64 +209,58 @@ class SubmitApplication:
         )
         return accepted
 
-    async def _transaction(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
-        if ctx.idempotency_key is None:
-            return await self._one_statement(request, ctx)
-        stage = Stage.CONNECTING
-        try:
-            async with bounded_connection(self._engine, self._deadline_s) as conn:
-                await conn.begin()
-                now = datetime.now(UTC)
-                fingerprint = request.fingerprint()
-                earlier = await _claim_key(
-                    conn, ctx.client_id, ctx.idempotency_key, fingerprint, now
-                )
-                if earlier is not None:
-                    return Accepted(earlier, replayed=True)
-                application_id = uuid4()
-                await _store(conn, application_id, ctx.client_id, request, now)
-                await self._emit(conn, self._message(application_id, request, ctx, now))
-                await conn.execute(
-                    insert(idempotency_keys).values(
-                        client_id=ctx.client_id,
-                        key=ctx.idempotency_key,
-                        fingerprint=fingerprint,
-                        application_id=application_id,
-                        created_at=now,
-                        expires_at=now + self._ttl,
-                    )
-                )
-                # From here on a lost answer leaves the outcome unknown: the commit may
-                # have been applied. The key makes the client's retry safe.
-                stage = Stage.SENT
-                await conn.commit()
-            return Accepted(application_id)
-        except DependencyUnavailable as error:
-            raise WriteFailed(outcome_of(stage)) from error
+    async def store(
+        self, request: ApplicationRequest, ctx: SubmitContext, budget: Budget
+    ) -> Accepted:
+        """Store the application as one row of a shared statement (no breaker, no limit).
 
-    async def _one_statement(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
-        """The common case (no Idempotency-Key): all three rows in one SQL statement.
-
-        A single statement is a transaction of its own, so on an autocommit connection
-        the application, its projection row and its outbox event commit together in one
-        round trip — instead of BEGIN, three INSERTs and COMMIT. Concurrent requests share
-        the statement (:mod:`command_api.group_commit`); each application is still whole
-        or absent. It is the command API's hot path (see docs/benchmarks.md).
+        The seam the benchmark's baseline replaces (``bench.baseline_api``).
         """
-        message, params = self._statement_parameters(request, ctx)
+        message, row = self.row(request, ctx)
         async with database_errors():
-            await self._group_commit.write(params)
-        return Accepted(message.envelope.aggregate_id)
+            outcome = await self._group_commit.write(row, budget.left())
+        if outcome is None or outcome.accepted:
+            return Accepted(message.envelope.aggregate_id)
+        if not outcome.locked:
+            raise Conflict(f"A request with this {IDEMPOTENCY_HEADER} is still being processed.")
+        return await self._earlier(ctx, row["fingerprint"], budget)
 
-    def _statement_parameters(
-        self, request: ApplicationRequest, ctx: SubmitContext
-    ) -> tuple[OutboxMessage, dict[str, Any]]:
-        """A new application's event, and the parameters of the one-statement submit."""
+    async def _earlier(self, ctx: SubmitContext, fingerprint: str, budget: Budget) -> Accepted:
+        """The first answer to a retry: the application the key already names, if it fits."""
+        query = select(idempotency_keys.c.fingerprint, idempotency_keys.c.application_id).where(
+            idempotency_keys.c.client_id == ctx.client_id,
+            idempotency_keys.c.key == ctx.idempotency_key,
+        )
+        try:
+            async with bounded_connection(self._engine, budget.left()) as conn:
+                found = (await conn.execute(query)).first()
+        except DependencyUnavailable as error:  # only a lookup failed: nothing was written
+            raise WriteFailed(Outcome.NOT_STORED) from error
+        if found is None:  # expired and purged in between: let the client try again
+            raise Conflict(f"This {IDEMPOTENCY_HEADER} just expired; retry the request.")
+        if found.fingerprint != fingerprint:
+            raise ValidationProblem(
+                f"This {IDEMPOTENCY_HEADER} was already used with a different request body.",
+                [
+                    FieldError(
+                        IDEMPOTENCY_HEADER,
+                        "already used with a different request body; use a new key",
+                        "header",
+                        "idempotency_key_reused",
+                    )
+                ],
+            )
+        application_id: UUID = found.application_id
+        return Accepted(application_id, replayed=True)
+
+    def row(self, request: ApplicationRequest, ctx: SubmitContext) -> tuple[OutboxMessage, Row]:
+        """The one mapping from a request to its stored form: its event and statement row."""
         now = datetime.now(UTC)
         application_id = uuid4()
         message = self._message(application_id, request, ctx, now)
         env = message.envelope
-        params = {
+        key = ctx.idempotency_key
+        row: Row = {
             "id": application_id,
             "client_id": ctx.client_id,
             "pan": request.pan_number,
@@ -220,16 +277,12 @@ class SubmitApplication:
             "correlation_id": env.correlation_id,
             "causation_id": env.causation_id,
             "traceparent": message.traceparent,
+            "key": key,
+            "fingerprint": request.fingerprint() if key is not None else None,
+            "expires_at": now + self._ttl if key is not None else None,
+            "lock_id": _lock_id(ctx.client_id, key) if key is not None else None,
         }
-        return message, params
-
-    async def _emit(self, conn: AsyncConnection, message: OutboxMessage) -> None:
-        """Hand the event over: to the outbox, in the same transaction as the application.
-
-        The one seam where the event leaves the use case; the benchmark's baseline
-        (``bench.baseline_api``) overrides it to publish after the commit instead.
-        """
-        await append(conn, message)
+        return message, row
 
     def _message(
         self,
@@ -258,87 +311,16 @@ class SubmitApplication:
         return OutboxMessage(event, self._topic, traceparent=ctx.traceparent)
 
 
-async def _store(
-    conn: AsyncConnection,
-    application_id: UUID,
-    client_id: str,
-    request: ApplicationRequest,
-    now: datetime,
-) -> None:
-    await conn.execute(
-        insert(applications).values(
-            id=application_id,
-            client_id=client_id,
-            pan_number=request.pan_number,
-            applicant_name=request.applicant_name,
-            monthly_income_inr=request.monthly_income_inr,
-            loan_amount_inr=request.loan_amount_inr,
-            loan_type=request.loan_type.value,
-            status=ApplicationStatus.PENDING.value,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    # The projection row is written here, not by the projector, so that a GET right
-    # after the 202 already answers PENDING (read-your-writes for the applicant).
-    await conn.execute(
-        insert(application_status).values(
-            application_id=application_id,
-            client_id=client_id,
-            status=ApplicationStatus.PENDING.value,
-            submitted_at=now,
-            updated_at=now,
-            version=1,
-        )
-    )
+#: One application's parameters of :func:`submit_statement`.
+Row = dict[str, Any]
+
+
+def _key_of(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (client, Idempotency-Key) two rows of one statement must not share."""
+    key = row.get("key")
+    return None if key is None else (row["client_id"], key)
 
 
 def _lock_id(client_id: str, key: str) -> int:
     scoped = f"{client_id}\x1f{key}".encode()
     return int.from_bytes(hashlib.sha256(scoped).digest()[:8], "big", signed=True)
-
-
-async def _claim_key(
-    conn: AsyncConnection, client_id: str, key: str, fingerprint: str, now: datetime
-) -> UUID | None:
-    """Own ``key`` for this transaction; return the earlier application if it is a retry.
-
-    A transaction-scoped advisory lock marks the key as in flight until this
-    transaction ends, so a concurrent request with the same key is told 409 at once
-    instead of waiting on (or racing) the first.
-    """
-    acquired = await conn.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(client_id, key))))
-    if not acquired:
-        raise Conflict(f"A request with this {IDEMPOTENCY_HEADER} is still being processed.")
-    row = (
-        await conn.execute(
-            select(
-                idempotency_keys.c.fingerprint,
-                idempotency_keys.c.application_id,
-                idempotency_keys.c.expires_at,
-            ).where(idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key)
-        )
-    ).first()
-    if row is None:
-        return None
-    if row.expires_at <= now:
-        await conn.execute(
-            delete(idempotency_keys).where(
-                idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key
-            )
-        )
-        return None
-    if row.fingerprint != fingerprint:
-        raise ValidationProblem(
-            f"This {IDEMPOTENCY_HEADER} was already used with a different request body.",
-            [
-                FieldError(
-                    IDEMPOTENCY_HEADER,
-                    "already used with a different request body; use a new key",
-                    "header",
-                    "idempotency_key_reused",
-                )
-            ],
-        )
-    application_id: UUID = row.application_id
-    return application_id

@@ -15,7 +15,7 @@ from query_api.models import ApplicationStatusResponse
 from runtime.auth import Principal, TokenVerifier, auth_responses, document_scopes, requires
 from runtime.breaker import DatabaseBreaker
 from runtime.db import create_engine
-from runtime.deadline import bounded_connection
+from runtime.deadline import Budget, bounded_connection
 from runtime.docs_ui import install_docs
 from runtime.errors import NotFound
 from runtime.http import (
@@ -66,9 +66,10 @@ class StatusReader:
             application_status.c.application_id == application_id,
             application_status.c.client_id == client_id,
         )
+        budget = Budget(self._deadline_s)  # one deadline for the whole request
         async with self._breaker.guard():
-            rate = await self._limiter.take(client_id)
-            async with bounded_connection(self._engine, self._deadline_s) as conn:
+            rate = await self._limiter.take(client_id, budget.left())
+            async with bounded_connection(self._engine, budget.left()) as conn:
                 row = (await conn.execute(query)).first()
         if row is None:
             raise NotFound(f"No application {application_id}.")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,6 +65,21 @@ def cut(connection: Any) -> bool:
 # --------------------------------------------------------------------------- asyncio
 
 
+class Budget:
+    """One request's deadline, shared by every database call the request makes.
+
+    Each call gets what is left (:meth:`left`), so that a request taking a rate-limit token
+    and then writing is bounded by one deadline in all, not by one per call.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._expires = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds until the deadline; a small positive floor once it has passed."""
+        return max(0.001, self._expires - time.monotonic())
+
+
 @asynccontextmanager
 async def bounded_connection(engine: AsyncEngine, seconds: float) -> AsyncIterator[AsyncConnection]:
     """A pooled connection whose whole use, return to the pool included, ends by ``seconds``.
@@ -82,12 +98,17 @@ async def bounded_connection(engine: AsyncEngine, seconds: float) -> AsyncIterat
     except TimeoutError as error:
         raise DependencyUnavailable("database") from error
     raw = (await conn.get_raw_connection()).driver_connection
-    timer = loop.call_at(expires, _cut_late, raw)
+    cut_at_deadline: list[bool] = []
+    timer = loop.call_at(expires, _cut_late, raw, cut_at_deadline)
     try:
         async with database_errors():
             try:
                 yield conn
             finally:
+                if cut_at_deadline:
+                    # A cut socket may still hold the last answer, so the call can seem to
+                    # have succeeded: never hand this connection back to the pool.
+                    await conn.invalidate()
                 # Still under the deadline: returning a connection rolls back, and a
                 # rollback on a frozen server would hang like any other statement.
                 await conn.close()
@@ -97,6 +118,7 @@ async def bounded_connection(engine: AsyncEngine, seconds: float) -> AsyncIterat
         timer.cancel()
 
 
-def _cut_late(raw: Any) -> None:
+def _cut_late(raw: Any, cut_at_deadline: list[bool]) -> None:
+    cut_at_deadline.append(True)
     if cut(raw):
         _log.warning("database.deadline_passed", where="api")

@@ -57,14 +57,16 @@ class RateLimiter:
         window = math.ceil(burst / per_s)
         self._policy = f'"{_POLICY}";q={burst};w={window}'
 
-    async def take(self, client_id: str) -> dict[str, str]:
+    async def take(self, client_id: str, within_s: float | None = None) -> dict[str, str]:
         """Take a token for ``client_id``; the ``RateLimit`` headers for the answer.
 
         Raises :class:`~runtime.errors.TooManyRequests` (429) when the bucket is empty and
-        :class:`~runtime.errors.DependencyUnavailable` when the database does not answer.
+        :class:`~runtime.errors.DependencyUnavailable` when the database does not answer
+        within ``within_s`` (what is left of the request's deadline; default the whole).
         """
         params = {"client": client_id, "burst": self._burst, "rate": self._per_s}
-        async with bounded_connection(self._engine, self._deadline_s) as conn:
+        seconds = self._deadline_s if within_s is None else within_s
+        async with bounded_connection(self._engine, seconds) as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
             left = (await autocommit.execute(_TAKE, params)).scalar_one_or_none()
             if left is None:

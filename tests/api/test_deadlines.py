@@ -132,15 +132,18 @@ async def test_a_submit_whose_statement_was_sent_but_not_answered_says_the_outco
         # The statement was its own commit: once the lock goes, it is applied. "Unknown"
         # was the truth, and that is why a client must retry with the same key.
         wait_until(lambda: _applications(db) == 1, 10)
-        assert (await api.post("/applications", json=valid_body())).status_code == 202
+        after = await api.post("/applications", json=valid_body())
+        assert after.status_code == 202, after.text
 
 
-async def test_an_idempotent_submit_cut_before_its_commit_is_not_stored_and_says_so(
+async def test_a_submit_whose_application_was_never_sent_is_not_stored_and_says_so(
     settings: Settings, db: psycopg.Connection
 ) -> None:
-    headers = {"Idempotency-Key": "cut-before-commit"}
+    # The database stops answering the request's first call (its rate-limit token), so
+    # the deadline passes before the application was ever sent.
+    headers = {"Idempotency-Key": "never-sent"}
     async with _client(create_command_app(_fast(settings)), settings) as api:
-        with _table_locked(settings, "applications"):
+        with _table_locked(settings, "client_rate_limits"):
             response, elapsed = await _timed(
                 api.post("/applications", json=valid_body(), headers=headers)
             )
@@ -149,7 +152,6 @@ async def test_an_idempotent_submit_cut_before_its_commit_is_not_stored_and_says
             assert response.json()["outcome"] == "not_stored"
             assert elapsed < DEADLINE_S + MARGIN_S
 
-        # The server finishes the insert, finds the client gone and rolls back.
         wait_until(lambda: _no_backend_waits(db), 10)
         assert _applications(db) == 0
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from command_api.group_commit import GroupCommit, numbered_parameters, numbered_rows
+from command_api.group_commit import GroupCommit, RowOutcome, numbered_parameters, numbered_rows
 from command_api.models import ApplicationRequest
 from command_api.submit import SubmitApplication, SubmitContext, submit_statement
 from runtime.db import create_engine
@@ -34,8 +34,8 @@ def _rows(settings: Settings, engine: AsyncEngine) -> dict[str, Any]:
     """The parameters of one new application, as the submit use case builds them."""
     use_case = SubmitApplication(engine, settings.topic_submitted, timedelta(days=1))
     request = ApplicationRequest.model_validate(valid_body())
-    _, params = use_case._statement_parameters(request, SubmitContext("corr-group"))
-    return params
+    _, row = use_case.row(request, SubmitContext("corr-group"))
+    return row
 
 
 def _stored(db: psycopg.Connection, application_id: object) -> tuple[int, ...]:
@@ -81,7 +81,7 @@ async def test_one_refused_application_fails_alone_and_the_rest_of_its_group_is_
         *(writer.write(row) for row in [*rows, twin]), return_exceptions=True
     )
 
-    assert outcomes[:5] == [None] * 5
+    assert outcomes[:5] == [RowOutcome(locked=True, accepted=True)] * 5
     assert isinstance(outcomes[5], IntegrityError)
     for row in rows:
         assert _stored(db, row["id"]) == (1, 1, 1)
@@ -95,9 +95,9 @@ async def test_a_database_failure_fails_the_whole_group_at_once(settings: Settin
     attempts: list[int] = []
 
     class Counting(GroupCommit):
-        async def _execute(self, group: list[Any]) -> None:
+        async def _execute(self, group: list[Any]) -> list[RowOutcome | None]:
             attempts.append(len(group))
-            await super()._execute(group)
+            return await super()._execute(group)
 
     writer = Counting(nowhere, submit_statement, max_in_flight=1)
     try:
