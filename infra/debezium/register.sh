@@ -6,7 +6,7 @@
 #
 # Renders infra/debezium/outbox-connector.json with render.sh (the same placeholders and
 # defaults as infra/local.sh: PREQUAL_PG_HOST, PREQUAL_PG_PORT, PREQUAL_PG_USER,
-# PREQUAL_PG_PASSWORD, PREQUAL_PG_DATABASE, PREQUAL_DEBEZIUM_SLOT,
+# PREQUAL_PG_DATABASE, PREQUAL_DEBEZIUM_SLOT,
 # PREQUAL_DEBEZIUM_PUBLICATION, PREQUAL_DEBEZIUM_POLL_INTERVAL_MS,
 # PREQUAL_DEBEZIUM_HEARTBEAT_INTERVAL_MS and the PREQUAL_TOPIC_* settings), then
 # PUT CONNECT_URL/connectors/<name>/config: it creates the connector or updates its
@@ -20,6 +20,13 @@
 #
 # Environment: PREQUAL_CONNECT_WAIT_S (120) bounds each of the two waits.
 # The database host is as seen from the Connect worker (in compose e.g. "postgres").
+#
+# The password is never sent: the config says "${env:PREQUAL_PG_PASSWORD}", a reference
+# the worker resolves from its own environment when it starts the connector, so Connect's
+# stored config (its config topic) and REST API hold the reference only. The worker needs
+#   config.providers=env
+#   config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider
+# and PREQUAL_PG_PASSWORD in its environment (compose's connect service has both).
 # Needs bash and curl.
 
 set -euo pipefail
@@ -119,7 +126,14 @@ while :; do
       printf 'register.sh: %s: %s\n' "$name" "$summary"
       exit 0
       ;;
-    1) die "$name: $summary; status: $status" ;;
+    1)
+      if [[ $status == *'password authentication failed'* ]]; then
+        # shellcheck disable=SC2016 # ${env:...} is literal text, not an expansion
+        printf 'register.sh: does the worker at %s resolve ${env:PREQUAL_PG_PASSWORD}? It needs config.providers=env and PREQUAL_PG_PASSWORD in its environment\n' \
+          "$URL" >&2
+      fi
+      die "$name: $summary; status: $status"
+      ;;
   esac
   ((SECONDS < deadline)) || die "$name not RUNNING after ${WAIT_S}s ($summary)"
   sleep 0.5

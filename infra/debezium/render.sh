@@ -2,19 +2,26 @@
 # infra/debezium/render.sh - render a Connect template (worker .properties or connector
 # .json) to stdout, replacing each ${PREQUAL_NAME} placeholder with the environment's
 # value or the default below. Other ${...} text (e.g. the outbox router's
-# ${routedByValue}) is left alone; an unknown ${PREQUAL_...} placeholder is an error.
+# ${routedByValue}, or a Connect config provider reference such as
+# ${env:PREQUAL_PG_PASSWORD}) is left alone; an unknown ${PREQUAL_...} placeholder is an
+# error.
 #
 # Usage: infra/debezium/render.sh TEMPLATE   (or source it and call prequal_render TEMPLATE)
 #
 # Placeholder (default; an empty variable also means the default):
 #   PREQUAL_PG_HOST (127.0.0.1)  PREQUAL_PG_PORT (55432)  PREQUAL_PG_USER (prequal)
-#   PREQUAL_PG_PASSWORD (prequal)  PREQUAL_PG_DATABASE (prequal)
+#   PREQUAL_PG_DATABASE (prequal)
 #   PREQUAL_DEBEZIUM_SLOT (prequal_outbox)  PREQUAL_DEBEZIUM_PUBLICATION (prequal_outbox_pub)
 #   PREQUAL_DEBEZIUM_POLL_INTERVAL_MS (20)  PREQUAL_DEBEZIUM_HEARTBEAT_INTERVAL_MS (10000)
 #   PREQUAL_TOPIC_PARTITIONS (3)  PREQUAL_TOPIC_REPLICATION_FACTOR (1)
 #   PREQUAL_TOPIC_RETENTION_MS (604800000)   (the Settings defaults of the same names)
 #   PREQUAL_KAFKA_PORT (9092)  PREQUAL_CONNECT_PORT (8083)
 #   PREQUAL_INFRA_DIR (<repo root>/.infra)
+#
+# The database password is never rendered: ${PREQUAL_PG_PASSWORD} in a template is an
+# error. A connector config says "${env:PREQUAL_PG_PASSWORD}" instead, which the Connect
+# worker resolves from its own environment (its config.providers), so the password stays
+# out of the config Connect stores and shows (docs/deployment.md).
 #
 # Values are escaped for the target: JSON string escaping for *.json, backslashes doubled
 # for anything else (Java properties). Needs only bash.
@@ -29,7 +36,6 @@ _prequal_render_defaults() {
 PREQUAL_PG_HOST=127.0.0.1
 PREQUAL_PG_PORT=55432
 PREQUAL_PG_USER=prequal
-PREQUAL_PG_PASSWORD=prequal
 PREQUAL_PG_DATABASE=prequal
 PREQUAL_DEBEZIUM_SLOT=prequal_outbox
 PREQUAL_DEBEZIUM_PUBLICATION=prequal_outbox_pub
@@ -69,6 +75,12 @@ prequal_render() { # TEMPLATE
     return 1
   }
   text=$(<"$template")
+  # shellcheck disable=SC2016 # the ${...} here are literal text, not expansions
+  if [[ $text == *'${PREQUAL_PG_PASSWORD}'* ]]; then
+    printf 'render.sh: %s: the database password is never rendered; write ${env:PREQUAL_PG_PASSWORD} (a Connect config provider reference) instead\n' \
+      "$template" >&2
+    return 1
+  fi
   # & in a replacement must stay literal (bash 5.2 patsub_replacement).
   shopt -u patsub_replacement 2>/dev/null || true
   while IFS='=' read -r name default; do

@@ -3,7 +3,9 @@
 Every prequal service runs a console script of pyproject.toml, listens and is health-checked
 on its Settings default port, and is configured only through real ``PREQUAL_*`` settings;
 startup order is expressed with depends_on conditions; the ``cdc`` profile registers the
-repository's Debezium connector config (infra/debezium) rather than a copy of it.
+repository's Debezium connector config (infra/debezium) rather than a copy of it, and its
+Connect worker resolves the database password from its environment, so the registered
+config holds a reference, never the password; the ``monitoring`` profile adds Grafana.
 
 No container engine is needed: the file is read as YAML, and Compose v1.29 (Debian's
 ``docker-compose`` package) validates it with ``config``, which never contacts an engine.
@@ -253,7 +255,7 @@ def test_every_depends_on_names_a_condition_compose_knows() -> None:
 def test_every_server_and_process_has_a_healthcheck_and_the_jobs_have_none() -> None:
     services = load_compose()["services"]
 
-    for name in ("postgres", "kafka", "connect", "prometheus", *PROCESS_PORT_FIELDS):
+    for name in ("postgres", "kafka", "connect", "prometheus", "grafana", *PROCESS_PORT_FIELDS):
         assert services[name]["healthcheck"].get("test"), f"{name} has no healthcheck"
     for job in ("migrate", "topics", "connect-register"):
         assert services[job]["healthcheck"] == {"disable": True}, job
@@ -350,6 +352,81 @@ def render_connector(env: dict[str, str]) -> dict[str, Any]:
     return data
 
 
+#: What the connector config holds instead of the database password (KIP-297/KIP-887).
+PASSWORD_REFERENCE = "${env:PREQUAL_PG_PASSWORD}"
+ENV_PROVIDER = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+
+
+def test_the_connector_template_holds_a_reference_to_the_password_never_the_password() -> None:
+    register = environment(load_compose()["services"]["connect-register"])
+    password = "n0t-in-the-config"  # a marker to search for, not a credential
+
+    config = render_connector({**register, "PREQUAL_PG_PASSWORD": password})["config"]
+
+    assert config["database.password"] == PASSWORD_REFERENCE
+    assert password not in str(config)
+    # register.sh renders and sends no password: the job is not given one.
+    assert "PREQUAL_PG_PASSWORD" not in register
+
+
+def test_render_refuses_a_template_that_would_render_the_password(tmp_path: Path) -> None:
+    template = tmp_path / "leaky-connector.json"
+    template.write_text(
+        '{"name": "leaky", "config": {"database.password": "${PREQUAL_PG_PASSWORD}"}}'
+    )
+
+    result = subprocess.run(
+        ["bash", str(DEBEZIUM_DIR / "render.sh"), str(template)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PREQUAL_PG_PASSWORD": "secret"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "secret" not in result.stdout
+    assert PASSWORD_REFERENCE in result.stderr
+
+
+def worker_properties(path: Path) -> dict[str, str]:
+    """A Java properties file's ``key=value`` lines (the simple form the repository uses)."""
+    pairs = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def test_the_compose_connect_worker_resolves_env_references_to_the_database_password() -> None:
+    services = load_compose()["services"]
+    env = environment(services["connect"])
+    # The Debezium image turns CONNECT_A_B into the worker property a.b.
+    properties = {
+        key.removeprefix("CONNECT_").lower().replace("_", "."): value
+        for key, value in env.items()
+        if key.startswith("CONNECT_")
+    }
+
+    assert properties["config.providers"] == "env"
+    assert properties["config.providers.env.class"] == ENV_PROVIDER
+    assert re.fullmatch(
+        properties["config.providers.env.param.allowlist.pattern"], "PREQUAL_PG_PASSWORD"
+    )
+    assert env["PREQUAL_PG_PASSWORD"] == environment(services["postgres"])["POSTGRES_PASSWORD"]
+
+
+def test_the_standalone_connect_worker_resolves_env_references_to_the_database_password() -> None:
+    properties = worker_properties(DEBEZIUM_DIR / "connect-standalone.properties")
+
+    assert properties["config.providers"] == "env"
+    assert properties["config.providers.env.class"] == ENV_PROVIDER
+    pattern = properties["config.providers.env.param.allowlist.pattern"]
+    assert re.fullmatch(pattern, "PREQUAL_PG_PASSWORD")
+    assert not re.fullmatch(pattern, "PREQUAL_PG_USER"), "the allowlist lets other variables out"
+
+
 def test_the_registered_connector_reads_the_compose_database_under_the_relays_names() -> None:
     register = environment(load_compose()["services"]["connect-register"])
     defaults = Settings.model_fields
@@ -378,10 +455,29 @@ def test_the_relay_switches_to_debezium_through_prequal_relay_defaulting_to_poll
     assert connect_port == {8083}
 
 
+# -------------------------------------------------------------------- monitoring profile
+
+
+def test_the_monitoring_profile_adds_grafana_on_top_of_the_default_prometheus() -> None:
+    services = load_compose()["services"]
+    in_monitoring = {
+        name for name, svc in services.items() if "monitoring" in svc.get("profiles", [])
+    }
+
+    assert in_monitoring == {"grafana"}
+    assert not services["prometheus"].get("profiles"), "Prometheus runs without the profile"
+    assert conditions(services["grafana"]) == {"prometheus": "service_healthy"}
+    assert container_ports(services["grafana"]) == {3000}
+
+
 # ------------------------------------------------------------------- Compose validation
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "cdc"]], ids=["default", "cdc"])
+@pytest.mark.parametrize(
+    "profile",
+    [[], ["--profile", "cdc"], ["--profile", "monitoring"]],
+    ids=["default", "cdc", "monitoring"],
+)
 def test_compose_accepts_the_file(tmp_path: Path, profile: list[str]) -> None:
     result = run_compose(tmp_path, *profile, "config", "-q")
 

@@ -1,9 +1,11 @@
 """The Prometheus config, its alert rules and the Grafana dashboard match the code.
 
 Prometheus scrapes all six processes at their compose names and Settings default ports;
-every runbook threshold (docs/operations.md) has an alert rule; the dashboard is
-importable with any Prometheus data source. Every ``prequal_*`` series the rules or the
-dashboard query is one the code registers: the registry is read in a fresh interpreter
+every runbook threshold (docs/operations.md) has an alert rule; the dashboard reads any
+Prometheus data source through its ``DS_PROMETHEUS`` variable, whether imported by hand or
+provisioned by the compose ``monitoring`` profile, whose provisioning files point at files
+that exist. Every ``prequal_*`` series the rules or the dashboard query is one the code
+registers: the registry is read in a fresh interpreter
 that imports every module using prometheus_client, so this test's process registers
 nothing.
 """
@@ -22,13 +24,23 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.contract.test_compose import PROCESS_PORT_FIELDS, default_port, load_compose
+from tests.contract.test_compose import (
+    PROCESS_PORT_FIELDS,
+    container_ports,
+    default_port,
+    environment,
+    load_compose,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
-DASHBOARD = ROOT / "infra" / "grafana" / "prequal-dashboard.json"
+GRAFANA_DIR = ROOT / "infra" / "grafana"
+DASHBOARD = GRAFANA_DIR / "prequal-dashboard.json"
+PROVISIONING_DIR = GRAFANA_DIR / "provisioning"
+#: Where the Grafana image reads provisioning files (GF_PATHS_PROVISIONING's default).
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 RUNBOOK = ROOT / "docs" / "operations.md"
 
 METRIC = re.compile(r"prequal_[a-z_]+")
@@ -264,19 +276,17 @@ def panels() -> list[dict[str, Any]]:
     return found
 
 
-def test_the_dashboard_takes_its_prometheus_data_source_as_an_import_input() -> None:
+def test_the_dashboard_picks_its_prometheus_data_source_through_a_ds_prometheus_variable() -> None:
     board = dashboard()
+    [selector, *others] = board["templating"]["list"]
 
-    assert board["__inputs"] == [
-        {
-            "name": "DS_PROMETHEUS",
-            "label": "Prometheus",
-            "description": board["__inputs"][0]["description"],
-            "type": "datasource",
-            "pluginId": "prometheus",
-            "pluginName": "Prometheus",
-        }
-    ]
+    # A datasource variable works both when imported by hand and when provisioned (which
+    # never resolves import __inputs); with __inputs too, an import would pin one uid and
+    # leave the variable choosing nothing.
+    assert "__inputs" not in board
+    assert selector["name"] == "DS_PROMETHEUS"
+    assert selector["type"] == "datasource"
+    assert selector["query"] == "prometheus"
     expected = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
     charts = [panel for panel in panels() if panel["type"] != "row"]
     assert charts
@@ -284,7 +294,8 @@ def test_the_dashboard_takes_its_prometheus_data_source_as_an_import_input() -> 
         assert panel["datasource"] == expected, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == expected, panel["title"]
-    for variable in board["templating"]["list"]:
+    assert others
+    for variable in others:
         assert variable["datasource"] == expected, variable["name"]
 
 
@@ -340,6 +351,100 @@ def test_the_outcome_panel_splits_by_outcome_so_dead_letters_show() -> None:
     outcome = next(panel for panel in panels() if "outcome" in panel["title"].lower())
 
     assert "by(consumer,outcome)" in compact(outcome["targets"][0]["expr"])
+
+
+# -------------------------------------------------------------- Grafana provisioning
+
+
+def grafana() -> dict[str, Any]:
+    """The compose file's grafana service."""
+    service = load_compose()["services"]["grafana"]
+    assert isinstance(service, dict)
+    return service
+
+
+def grafana_bind_mounts() -> dict[str, Path]:
+    """{path in the container: repository path} of the grafana service's bind mounts."""
+    mounts = {}
+    for volume in grafana()["volumes"]:
+        source, target = str(volume).split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = ROOT / source
+    return mounts
+
+
+def in_repository(container_path: str) -> Path:
+    """The repository path Grafana sees at ``container_path`` (the deepest mount holding it)."""
+    mounts = grafana_bind_mounts()
+    holding = [t for t in mounts if container_path == t or container_path.startswith(t + "/")]
+    assert holding, f"{container_path} is on no bind mount of the grafana service"
+    target = max(holding, key=len)
+    return mounts[target] / container_path.removeprefix(target).lstrip("/")
+
+
+def files_in(container_dir: str) -> set[Path]:
+    """Repository files Grafana sees in ``container_dir`` (mounted directories and files)."""
+    mounts = grafana_bind_mounts()
+    found: set[Path] = set()
+    for target, source in mounts.items():
+        if target == container_dir and source.is_dir():
+            found.update(path for path in source.iterdir() if path.is_file())
+        elif target.startswith(container_dir + "/") and "/" not in target[len(container_dir) + 1 :]:
+            found.add(source)
+    return found
+
+
+def provisioning(kind: str) -> list[dict[str, Any]]:
+    """The provisioning files Grafana reads for ``kind`` (datasources, dashboards), parsed."""
+    files = sorted(files_in(f"{GRAFANA_PROVISIONING}/{kind}"))
+    assert files, f"nothing mounted at {GRAFANA_PROVISIONING}/{kind}"
+    parsed = [load_yaml(path) for path in files if path.suffix in {".yml", ".yaml"}]
+    for document in parsed:
+        assert document["apiVersion"] == 1
+    return parsed
+
+
+def test_every_bind_mount_of_grafana_is_a_repository_path_that_exists() -> None:
+    for target, source in grafana_bind_mounts().items():
+        assert source.exists(), f"{target} <- {source}: missing"
+
+
+def test_every_provisioning_file_of_the_repository_is_mounted_where_grafana_reads_it() -> None:
+    written = {path for path in PROVISIONING_DIR.rglob("*") if path.is_file()}
+    mounted = files_in(f"{GRAFANA_PROVISIONING}/datasources") | files_in(
+        f"{GRAFANA_PROVISIONING}/dashboards"
+    )
+
+    assert written
+    assert {path.resolve() for path in written} == {path.resolve() for path in mounted}
+
+
+def test_the_provisioned_data_source_is_the_compose_prometheus_and_the_default_one() -> None:
+    [source] = [ds for doc in provisioning("datasources") for ds in doc["datasources"]]
+    prometheus = load_compose()["services"]["prometheus"]
+    port = container_ports(prometheus)
+
+    assert source["type"] == "prometheus"  # what the DS_PROMETHEUS variable lists
+    assert source["isDefault"] is True  # what the variable selects on a fresh Grafana
+    assert source["access"] == "proxy"  # the browser cannot resolve "prometheus"
+    assert source["url"] in {f"http://prometheus:{p}" for p in port}
+
+
+def test_the_dashboard_provider_loads_the_repository_dashboard_and_nothing_else() -> None:
+    [provider] = [p for doc in provisioning("dashboards") for p in doc["providers"]]
+
+    assert provider["type"] == "file"
+    loaded = {path.resolve() for path in files_in(provider["options"]["path"])}
+    assert loaded == {DASHBOARD.resolve()}
+
+
+def test_grafana_opens_on_the_provisioned_dashboard_without_a_login() -> None:
+    env = environment(grafana())
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+
+    assert in_repository(home).resolve() == DASHBOARD.resolve()
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"  # anonymous users cannot edit
 
 
 # ------------------------------------------------------------------ names the code owns
