@@ -9,7 +9,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: audit bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit chart shellcheck bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ test: .venv/.installed ## Run the whole suite against real PostgreSQL and Kafka,
 	infra/install-toxiproxy.sh
 	$(RUN) pytest --cov --cov-report=term-missing --cov-fail-under=90
 
-check: lint typecheck imports ## Lint, format check, mypy strict, import contracts
+check: lint typecheck imports shellcheck ## Lint, format check, mypy strict, import contracts, shellcheck
 
 lint: .venv/.installed ## Ruff and Black --check
 	$(RUN) ruff check .
@@ -58,6 +58,13 @@ typecheck: .venv/.installed ## mypy --strict
 
 imports: .venv/.installed ## Import-linter contracts (services -> outbox -> schema -> runtime)
 	$(RUN) lint-imports
+
+shellcheck: ## shellcheck on every shell script of the repository
+	@command -v shellcheck >/dev/null || { echo "missing: shellcheck; run: apt-get install -y shellcheck" >&2; exit 1; }
+	shellcheck .ci/run infra/*.sh infra/debezium/*.sh
+
+chart: ## Lint, render and validate the Helm chart (installs helm, kubeconform, schemas into .infra)
+	infra/validate-chart.sh
 
 # --strict: a package the vulnerability service cannot look up fails the audit instead of
 # being skipped in silence. PIP_AUDIT_VULNERABILITY_SERVICE=osv (and PIP_AUDIT_OSV_URL)

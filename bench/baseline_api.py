@@ -42,6 +42,7 @@ from runtime.settings import Settings
 # statement per request: the original design had no group commit either.
 _STORE_WITHOUT_OUTBOX = store_applications_ctes(1) + "SELECT 1"
 
+
 class InlinePublishSubmit(SubmitApplication):
     """Submit that commits first and then waits for Kafka to acknowledge the event."""
 

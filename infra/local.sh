@@ -670,7 +670,7 @@ kafka_up() {
     port=$(kafka_running_port)
     [[ $port == "$KAFKA_PORT" ]] ||
       die "kafka: running (pid $pid) on port $port, not PREQUAL_KAFKA_PORT=$KAFKA_PORT; run: $0 restart kafka"
-    port=$(kafka_advertised_port) || port=?
+    port=$(kafka_advertised_port) || port='?'
     [[ $port == "$KAFKA_ADVERTISED_PORT" ]] ||
       die "kafka: running (pid $pid) advertising port $port, not PREQUAL_KAFKA_ADVERTISED_PORT=$KAFKA_ADVERTISED_PORT; run: $0 restart kafka"
     if port_open 127.0.0.1 "$KAFKA_PORT"; then

@@ -722,13 +722,17 @@ def install_health(
         methods=["GET"],
         operation_id=operation_id.replace("Health", "Readiness"),
         summary="Readiness: 200 when the database answers (as /health), 503 naming it if not.",
-        responses={503: {"description": "The database is not answering.", **PROBLEM_CONTENT}},
+        responses={
+            200: {"content": {"application/json": {"example": HEALTH_OK}}},
+            503: {"description": "The database is not answering.", **PROBLEM_CONTENT},
+        },
     )
 
     @app.get(
         "/livez",
         operation_id=operation_id.replace("Health", "Liveness"),
         summary="Liveness: 200 while the process serves requests, whatever its dependencies do.",
+        responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
     )
     async def livez() -> dict[str, str]:
         # Answered by the event loop itself: if this cannot answer, only a restart helps;
