@@ -17,16 +17,15 @@ was committed while no slot streamed.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from typer.testing import CliRunner, Result
 
 from outbox.cdc import CdcRelay
 from outbox.connect_admin import ConnectAdmin, drop_slot, read_slot
-from outbox.ops import app
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from tests.support.infra import connect_running, local
@@ -111,9 +110,13 @@ def cdc_settings(cdc: None, settings: Settings) -> Settings:
     return settings
 
 
-def _ops(settings: Settings, *args: str) -> Result:
-    """``prequal-ops ARGS`` in this process (stdout and stderr apart), reading ``settings``."""
-    return CliRunner().invoke(app, list(args), env=settings.as_environment())
+def _ops(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``prequal-ops ARGS`` as its own process (stdout and stderr apart), reading ``settings``.
+
+    Not Typer's in-process runner: the command configures logging on the runner's
+    stream, which the runner closes, and every later test's log line would then fail.
+    """
+    return run_ops(settings, *args)
 
 
 def _unpublished(db: psycopg.Connection, event_ids: list[str]) -> int:
@@ -204,9 +207,9 @@ def test_reset_slot_stops_drops_resets_the_offsets_resumes_and_hands_over(
         state = admin.state()
         new_slot = read_slot(db, slot)
 
-    assert dry_run.exit_code == 0, dry_run.stderr
+    assert dry_run.returncode == 0, dry_run.stderr
     assert f"Would stop connector {admin.connector}" in dry_run.stdout
-    assert refused.exit_code == 2
+    assert refused.returncode == 2
     assert "connector no-such-connector is not registered" in refused.stderr
     assert result.returncode == 0, result.stderr
     assert f"dropped slot {slot}" in result.stdout
@@ -238,7 +241,7 @@ def test_a_slot_made_in_another_database_is_refused_by_name(settings: Settings) 
         finally:
             other.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert f"slot {slot} belongs to database postgres" in result.stderr
 
 
