@@ -1,7 +1,8 @@
 # prequal: `make run` runs the whole system, `make test` the whole suite. `make help` lists all.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-POETRY ?= poetry
+# Poetry on the PATH, else the one infra/install-poetry.sh puts in a virtualenv of its own.
+POETRY ?= $(or $(shell command -v poetry 2>/dev/null),$(CURDIR)/.infra/poetry/bin/poetry)
 RUN := $(POETRY) run
 PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decision_worker bench
 
@@ -15,7 +16,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: ## Install the Python environment (Poetry) and the git pre-commit hook
-	@command -v $(POETRY) >/dev/null || python3 -m pip install --quiet "poetry==2.2.1"
+	@test -x "$(POETRY)" || infra/install-poetry.sh >/dev/null
 	$(POETRY) config virtualenvs.in-project true
 	$(POETRY) install --no-interaction
 	@if [ -d .git ]; then $(RUN) pre-commit install >/dev/null; fi

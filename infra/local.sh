@@ -516,10 +516,23 @@ mvn_resolve_libs() { # SERVICE POM DIR LIBS STAMP LOGFILE
   mkdir -p -- "$dir/mvn"
   cp -- "$pom" "$dir/mvn/pom.xml"
   printf '\n===== %s maven resolve (local.sh) =====\n' "$(date -Is)" >>"$log"
-  mvn -B -q -Dstyle.color=never -f "$dir/mvn/pom.xml" \
+  local from pid status=0 t0=$SECONDS
+  from=$(($(wc -l <"$log") + 1))
+  # Not quiet: Maven logs each download, and the loop below counts them so that a first
+  # start (about a minute of downloads) says how far along it is.
+  mvn -B -Dstyle.color=never -f "$dir/mvn/pom.xml" \
     org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" >>"$log" 2>&1 9>&- ||
-    fail "$svc" "resolving jars (mvn copy-dependencies)" "$log"
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >>"$log" 2>&1 9>&- &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    if kill -0 "$pid" 2>/dev/null; then
+      info "$svc: resolving jars: $(tail -n "+$from" "$log" | grep -c 'Downloaded from') files downloaded in $((SECONDS - t0)) s"
+    fi
+  done
+  wait "$pid" || status=$?
+  ((status == 0)) || fail "$svc" "resolving jars (mvn copy-dependencies)" "$log"
+  info "$svc: jars resolved in $((SECONDS - t0)) s ($(find "$tmp" -name '*.jar' | wc -l) jars)"
   # Swap in whole so a changed pom never leaves stale jars on the classpath.
   rm -rf -- "$libs"
   mv -- "$tmp" "$libs"

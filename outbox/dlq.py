@@ -158,11 +158,13 @@ def read_dead_letters(
     offset: int | None = None,
     first_only: bool = False,
     timeout_s: float = 15.0,
+    on_read: Callable[[int, int], None] | None = None,
 ) -> list[DeadLetter]:
     """The dead letters present now, in (partition, offset) order.
 
     ``partition`` limits the read to one partition; ``offset`` starts each partition
     there; ``first_only`` stops each partition after its first message (to fetch one).
+    ``on_read`` is told how many were read so far and how many there are, as they come.
     Raises :class:`KafkaException` when the broker cannot be reached,
     :class:`DeadLetterReadTimeout` when it does not deliver in time.
     """
@@ -172,14 +174,21 @@ def read_dead_letters(
     )
     consumer = Consumer(config)
     try:
-        ends = _assign(consumer, topic, partition, offset, timeout_s)
-        return _read(consumer, ends, first_only, timeout_s)
+        starts: dict[int, int] = {}
+        ends = _assign(consumer, topic, partition, offset, timeout_s, starts)
+        total = sum(ends[number] - starts[number] for number in ends)
+        return _read(consumer, ends, first_only, timeout_s, lambda n: on_read and on_read(n, total))
     finally:
         consumer.close()
 
 
 def _assign(
-    consumer: Consumer, topic: str, partition: int | None, offset: int | None, timeout_s: float
+    consumer: Consumer,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    timeout_s: float,
+    starts: dict[int, int],
 ) -> dict[int, int]:
     """Assign the partitions to read at their start offsets; return each one's end offset."""
     metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -201,6 +210,7 @@ def _assign(
         start = low if offset is None else max(low, offset)
         if start < high:
             ends[number] = high
+            starts[number] = start
             assignment.append(TopicPartition(topic, number, start))
     if assignment:
         consumer.assign(assignment)
@@ -208,7 +218,11 @@ def _assign(
 
 
 def _read(
-    consumer: Consumer, ends: dict[int, int], first_only: bool, timeout_s: float
+    consumer: Consumer,
+    ends: dict[int, int],
+    first_only: bool,
+    timeout_s: float,
+    on_read: Callable[[int], object],
 ) -> list[DeadLetter]:
     letters: list[DeadLetter] = []
     pending = set(ends)
@@ -237,6 +251,7 @@ def _read(
             pending.discard(number)  # written after the read started
             continue
         letters.append(_letter(message, number, offset))
+        on_read(len(letters))
         if first_only or offset >= ends[number] - 1:
             pending.discard(number)
     letters.sort(key=lambda letter: (letter.partition, letter.offset))
@@ -308,8 +323,14 @@ def redrivable(letters: Iterable[DeadLetter]) -> tuple[list[DeadLetter], list[De
     return ok, unknown
 
 
-def redrive(settings: Settings, letters: Sequence[DeadLetter]) -> list[Redriven]:
+def redrive(
+    settings: Settings,
+    letters: Sequence[DeadLetter],
+    on_delivered: Callable[[int], None] | None = None,
+) -> list[Redriven]:
     """Produce each dead letter back to its source topic and wait for every delivery.
+
+    ``on_delivered`` is told how many Kafka acknowledged so far, as they are.
 
     Raises :class:`RedriveFailed` (naming what was and was not delivered) when Kafka does
     not acknowledge them all; :class:`ValueError` for a letter without a source topic.
@@ -338,6 +359,8 @@ def redrive(settings: Settings, letters: Sequence[DeadLetter]) -> list[Redriven]
             delivered[letter.position] = Redriven(
                 letter, message.topic() or "", message.partition() or 0, message.offset() or 0
             )
+            if on_delivered is not None:
+                on_delivered(len(delivered))
 
         return on_delivery
 

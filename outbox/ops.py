@@ -16,7 +16,7 @@ from __future__ import annotations
 import getpass
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -55,6 +55,7 @@ from outbox.dlq import (
     redrive,
     select,
 )
+from outbox.progress import progress
 from outbox.purge import DEFAULT_BATCH_SIZE as PURGE_BATCH_SIZE
 from outbox.purge import PurgePlan, parse_duration, plan_purge, purge
 from outbox.relay import DeliveryFailed
@@ -267,14 +268,15 @@ def replay_command(
             _print_replay_plan(plan, as_json, dry_run)
             return
         _confirm(f"Replay {plan.count} events?", yes)
-        result = replay(
-            conn,
-            plan,
-            requested_by or _os_user(),
-            batch_size=batch_size,
-            rate=rate,
-            on_batch=None if as_json else _progress("replayed"),
-        )
+        with progress("replayed", plan.count, plain=as_json) as update:
+            result = replay(
+                conn,
+                plan,
+                requested_by or _os_user(),
+                batch_size=batch_size,
+                rate=rate,
+                on_batch=update,
+            )
     if as_json:
         _print_json(
             {
@@ -298,13 +300,6 @@ def _os_user() -> str:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name and no passwd entry (some containers)
         return "unknown"
-
-
-def _progress(verb: str) -> Callable[..., None]:
-    def report(*totals: int) -> None:
-        typer.echo(f"{verb} {' + '.join(map(str, totals))} so far", err=True)
-
-    return report
 
 
 def _print_replay_plan(plan: ReplayPlan, as_json: bool, dry_run: bool) -> None:
@@ -372,12 +367,14 @@ def purge_command(
             f"{plan.cutoff.isoformat()}) and {plan.idempotency_keys} expired idempotency keys?",
             yes,
         )
-        result = purge(
-            conn,
-            plan,
-            batch_size=batch_size,
-            on_batch=None if as_json else _progress("deleted (outbox rows + keys)"),
-        )
+        total = plan.outbox_rows + plan.idempotency_keys
+        with progress("deleted (outbox rows + keys)", total, plain=as_json) as update:
+            result = purge(
+                conn,
+                plan,
+                batch_size=batch_size,
+                on_batch=lambda rows, keys: update(rows + keys),
+            )
     if as_json:
         _print_json(
             {
@@ -422,8 +419,9 @@ def dlq_list(
 ) -> None:
     """The dead letters now on the dead-letter topic: where from, who gave up, and why."""
     settings = Settings()
-    with _kafka():
-        letters = select(read_dead_letters(settings), consumer=consumer, source_topic=source_topic)
+    with _kafka(), progress("read", None, plain=as_json) as update:
+        every = read_dead_letters(settings, on_read=update)
+    letters = select(every, consumer=consumer, source_topic=source_topic)
     shown = letters[:limit]
     if as_json:
         _print_json(
@@ -549,7 +547,8 @@ def dlq_redrive(
         if offset is not None:
             letters = [_one_letter(settings, offset, partition)]
         else:
-            every = read_dead_letters(settings)
+            with progress("read", None, plain=as_json) as update:
+                every = read_dead_letters(settings, on_read=update)
             letters = select(every, consumer=consumer, source_topic=source_topic)
         chosen, unknown = redrivable(letters)
         for letter in unknown:
@@ -559,7 +558,8 @@ def dlq_redrive(
             return
         _confirm(f"Redrive {len(chosen)} dead letters?", yes)
         try:
-            done = redrive(settings, chosen)
+            with progress("redriven", len(chosen), plain=as_json) as update:
+                done = redrive(settings, chosen, on_delivered=update)
         except MissingSourceTopic as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(_UNREACHABLE) from error

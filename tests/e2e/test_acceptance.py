@@ -50,6 +50,7 @@ def test_story_1_a_valid_application_is_accepted_stored_and_published(
         "loan_amount_inr": "500000.00",
         "loan_type": "PERSONAL",
         "submitted_at": event["data"]["submitted_at"],
+        "client_id": "tests",
     }
     assert message.headers["correlation_id"] == response.headers["x-correlation-id"]
 
