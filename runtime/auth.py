@@ -34,6 +34,11 @@ from runtime.settings import Settings
 
 _log = get_logger(__name__)
 
+#: How long a verified token is trusted without checking it again, in seconds: a key
+#: withdrawn from the JWKS stops its tokens within this time.
+_REMEMBER_S = 60.0
+_REMEMBER_AT_MOST = 4096
+
 #: The OpenAPI name of the bearer scheme; operations list their scopes under it.
 SCHEME = "bearerAuth"
 BEARER = HTTPBearer(
@@ -51,6 +56,8 @@ class Principal:
 
     client_id: str
     scopes: frozenset[str]
+    #: Seconds until the token expires (at verification).
+    expires_in_s: float = 0.0
 
 
 class _ThrottledJWKClient(PyJWKClient):
@@ -122,9 +129,26 @@ class TokenVerifier:
         self._audience = settings.auth_audience
         self._leeway = settings.auth_leeway_s
         self._known_kids: set[str] = set()
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def verify_async(self, token: str) -> Principal:
-        """:meth:`verify`, off the event loop when the keys must be fetched first."""
+        """:meth:`verify`, off the event loop when the keys must be fetched first.
+
+        A token verified in the last :data:`_REMEMBER_S` seconds (and not expired) is not
+        verified again: a channel sends the same token with every request for its
+        lifetime, and a signature check per request was the API's largest CPU cost.
+        """
+        now = time.monotonic()
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[1] > now:
+            return remembered[0]
+        principal = await self._verify_async(token)
+        if len(self._verified) >= _REMEMBER_AT_MOST:
+            self._verified.clear()  # bounded: many distinct tokens only cost re-verifying
+        self._verified[token] = (principal, now + min(_REMEMBER_S, principal.expires_in_s))
+        return principal
+
+    async def _verify_async(self, token: str) -> Principal:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:
@@ -161,7 +185,8 @@ class TokenVerifier:
             raise Unauthenticated(invalid_token=True) from error
         if key.key_id:
             self._known_kids.add(key.key_id)
-        return Principal(_client_of(claims), _scopes_of(claims))
+        expires_in = float(claims["exp"]) - time.time()
+        return Principal(_client_of(claims), _scopes_of(claims), expires_in)
 
 
 def _client_of(claims: dict[str, Any]) -> str:

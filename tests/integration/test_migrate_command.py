@@ -26,7 +26,7 @@ def test_migrate_upgrade_is_idempotent_on_a_migrated_database(settings: Settings
 
     assert result.returncode == 0, result.stderr
     with psycopg.connect(settings.psycopg_conninfo) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
 
 
 def test_an_unknown_migrate_action_is_refused_with_usage(settings: Settings) -> None:

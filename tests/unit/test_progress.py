@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pty
@@ -41,10 +42,15 @@ def test_on_a_terminal_progress_is_a_rich_bar_with_count_rate_and_eta() -> None:
     try:
         with progress("redriven", 4, plain=False, stream=terminal) as update:
             update(4)
-        terminal.flush()
-        shown = os.read(leader, 65536).decode(errors="replace")
+        terminal.close()  # the final render is written; now read all of it
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO: nothing more, the other end is closed
+            while chunk := os.read(leader, 65536):
+                chunks.append(chunk)
+        shown = b"".join(chunks).decode(errors="replace")
     finally:
-        terminal.close()
+        if not terminal.closed:
+            terminal.close()
         os.close(leader)
 
     assert "redriven" in shown
