@@ -30,6 +30,7 @@ from jwt import PyJWKClient, PyJWKClientConnectionError, PyJWKClientError
 from runtime.dev_issuer import development_jwks
 from runtime.errors import DependencyUnavailable, Forbidden, Unauthenticated
 from runtime.logging import get_logger
+from runtime.openapi import amend_operations
 from runtime.settings import Settings
 
 _log = get_logger(__name__)
@@ -236,19 +237,12 @@ def document_scopes(app: FastAPI, scopes: dict[str, str]) -> None:
     ``scopes`` maps an operationId to the scope it needs (OpenAPI 3.1 allows scopes for
     any scheme, not only OAuth 2.0 flows).
     """
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
-                if isinstance(operation, dict) and operation.get("operationId") in scopes:
-                    operation["security"] = [{SCHEME: [scopes[operation["operationId"]]]}]
-        return schema
+    def scope(operation: dict[str, Any]) -> None:
+        if operation.get("operationId") in scopes:
+            operation["security"] = [{SCHEME: [scopes[operation["operationId"]]]}]
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_operations(app, scope)
 
 
 def auth_responses(scope: str) -> dict[int | str, dict[str, Any]]:

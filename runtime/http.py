@@ -47,6 +47,7 @@ from runtime.breaker import DatabaseBreaker
 from runtime.errors import DependencyUnavailable, FieldError, ProblemError
 from runtime.health import check_database
 from runtime.logging import bind_correlation_id, clear_context, get_logger, mask_pan
+from runtime.openapi import amend_operations
 from runtime.settings import Settings
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -636,22 +637,14 @@ def install_request_limits(app: FastAPI, settings: Settings) -> None:
 
 
 def _document_body_limits(app: FastAPI) -> None:
-    generate = app.openapi
+    def body_limits(operation: dict[str, Any]) -> None:
+        if "requestBody" in operation:
+            responses = operation.setdefault("responses", {})
+            for code, response in REQUEST_BODY_RESPONSES.items():
+                # A copy: later steps (examples) may fill in each response.
+                responses.setdefault(code, copy.deepcopy(response))
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
-                if isinstance(operation, dict) and "requestBody" in operation:
-                    responses = operation.setdefault("responses", {})
-                    for code, response in REQUEST_BODY_RESPONSES.items():
-                        # A copy: later steps (examples) may fill in each response.
-                        responses.setdefault(code, copy.deepcopy(response))
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_operations(app, body_limits)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

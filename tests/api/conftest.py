@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from command_api.app import create_app
+from query_api.app import create_app as create_query_app
 from runtime.settings import Settings
 from tests.support.auth import api_client
 
@@ -33,5 +34,16 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         app.router.lifespan_context(app),
         api_client(app, settings, "http://command") as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a fresh query API app."""
+    app = create_query_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        api_client(app, settings, "http://query") as c,
     ):
         yield c

@@ -27,6 +27,7 @@ from query_api.app import create_app as create_query_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
 from tests.support.auth import api_client
+from tests.support.db import table_locked
 from tests.support.processes import wait_until
 
 DEADLINE_S = 0.5
@@ -46,17 +47,6 @@ def _fast(settings: Settings, **overrides: Any) -> Settings:
 async def _client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app), api_client(app, settings) as c:
         yield c
-
-
-@contextmanager
-def _table_locked(settings: Settings, table: str) -> Iterator[None]:
-    """Every statement touching ``table`` waits until the block ends."""
-    with psycopg.connect(settings.psycopg_conninfo) as holder:
-        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            holder.rollback()
 
 
 @contextmanager
@@ -104,7 +94,7 @@ async def test_a_status_read_the_database_does_not_answer_is_a_503_within_the_de
 ) -> None:
     async with _client(create_query_app(_fast(settings)), settings) as api:
         unknown = "00000000-0000-4000-8000-000000000001"
-        with _table_locked(settings, "application_status"):
+        with table_locked(settings, "application_status"):
             response, elapsed = await _timed(api.get(f"/applications/{unknown}/status"))
 
             assert response.status_code == 503
@@ -121,7 +111,7 @@ async def test_a_submit_whose_statement_was_sent_but_not_answered_says_the_outco
     settings: Settings, db: psycopg.Connection
 ) -> None:
     async with _client(create_command_app(_fast(settings)), settings) as api:
-        with _table_locked(settings, "applications"):
+        with table_locked(settings, "applications"):
             response, elapsed = await _timed(api.post("/applications", json=valid_body()))
 
             assert response.status_code == 503
@@ -143,7 +133,7 @@ async def test_a_submit_whose_application_was_never_sent_is_not_stored_and_says_
     # the deadline passes before the application was ever sent.
     headers = {"Idempotency-Key": "never-sent"}
     async with _client(create_command_app(_fast(settings)), settings) as api:
-        with _table_locked(settings, "client_rate_limits"):
+        with table_locked(settings, "client_rate_limits"):
             response, elapsed = await _timed(
                 api.post("/applications", json=valid_body(), headers=headers)
             )
@@ -189,7 +179,7 @@ async def test_the_circuit_breaker_opens_after_consecutive_deadline_failures_and
     fast = _fast(settings, db_breaker_threshold=2, db_breaker_open_s=1.0)
     unknown = "00000000-0000-4000-8000-000000000002"
     async with _client(create_query_app(fast), settings) as api:
-        with _table_locked(settings, "application_status"):
+        with table_locked(settings, "application_status"):
             for _ in range(2):
                 assert (await api.get(f"/applications/{unknown}/status")).status_code == 503
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,17 +23,6 @@ from tests.api.conftest import valid_body
 from tests.support.auth import api_client
 
 AMOUNT_FIELDS = ("monthly_income_inr", "loan_amount_inr")
-
-
-@pytest.fixture
-async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to a fresh query API app."""
-    app = create_query_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        api_client(app, settings, "http://query") as c,
-    ):
-        yield c
 
 
 def _applications(db: psycopg.Connection) -> int:

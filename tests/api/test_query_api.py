@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import psycopg
-import pytest
 
-from query_api.app import create_app
-from runtime.settings import Settings
 from tests.api.conftest import valid_body
-from tests.support.auth import api_client
-
-
-@pytest.fixture
-async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to a fresh query API app."""
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        api_client(app, settings, "http://query") as c,
-    ):
-        yield c
 
 
 async def test_a_get_right_after_the_202_already_answers_pending(

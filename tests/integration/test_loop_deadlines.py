@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -20,6 +18,7 @@ from prometheus_client import REGISTRY
 from decision_worker.main import build_consumer
 from runtime.db import DeadlinePassed, connect, create_engine
 from runtime.settings import Settings
+from tests.support.db import table_locked
 from tests.support.events import credit_report_event, insert_application
 from tests.support.kafka import produce_events
 from tests.support.outbox import running
@@ -28,21 +27,11 @@ from tests.support.processes import wait_until
 DEADLINE_S = 1.0
 
 
-@contextmanager
-def _table_locked(settings: Settings, table: str) -> Iterator[None]:
-    with psycopg.connect(settings.psycopg_conninfo) as holder:
-        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            holder.rollback()
-
-
 def test_a_call_the_database_does_not_answer_fails_at_the_deadline_and_closes_the_connection(
     settings: Settings,
 ) -> None:
     with (
-        _table_locked(settings, "applications"),
+        table_locked(settings, "applications"),
         connect(settings, "tests", deadline_s=DEADLINE_S) as conn,
     ):
         started = time.monotonic()
@@ -88,7 +77,7 @@ def test_the_decision_worker_abandons_a_stalled_call_retries_and_decides_once(
     retries_before = _retries()
 
     with running(build_consumer(fast).run):
-        with _table_locked(settings, "applications"):
+        with table_locked(settings, "applications"):
             produce_events(
                 fast, fast.topic_credit_reports, [credit_report_event(application_id, 790)]
             )
