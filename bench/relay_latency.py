@@ -131,7 +131,9 @@ def measure(settings: Settings, relay: RelayKind, rate: float, seconds: float) -
     ensure_topics(settings, [topic, settings.topic_decisions])
     env = _env(settings)
     processes: list[subprocess.Popen[bytes]] = []
-    log = open(ROOT / ".infra" / "logs" / f"bench-{relay.value}.log", "wb")  # noqa: SIM115
+    logs = ROOT / ".infra" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)  # the servers may live in another infra dir
+    log = open(logs / f"bench-{relay.value}.log", "wb")  # noqa: SIM115
     try:
         if relay is RelayKind.DEBEZIUM:
             # A worker left running on another database's connector config is not reused.

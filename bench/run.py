@@ -89,7 +89,9 @@ SMOKE = Plan(
 
 
 def _serve(command: list[str], settings: Settings, name: str) -> subprocess.Popen[bytes]:
-    log = (ROOT / ".infra" / "logs" / f"bench-{name}.log").open("ab")
+    logs = ROOT / ".infra" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)  # the servers may live in another infra dir
+    log = (logs / f"bench-{name}.log").open("ab")
     process = subprocess.Popen(
         command, env=_env(settings), stdout=log, stderr=log, start_new_session=True, cwd=ROOT
     )
