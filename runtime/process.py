@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+
 
 class StopSignal(threading.Event):
     """Set by SIGTERM or SIGINT; every time a loop consults it also counts as a sign of life.
@@ -68,19 +70,25 @@ def stop_on_signals() -> StopSignal:
 
 
 class Backoff:
-    """Exponential backoff between failed attempts: ``first`` doubling up to ``cap`` seconds."""
+    """Exponential backoff with jitter between failed attempts (tenacity's policy).
+
+    The ``n``-th delay is ``first × 2^(n−1)`` plus a random ``0..first`` seconds, at most
+    ``cap``: after an outage every process retries, and without the jitter they would
+    all retry in lockstep. The loops sleep on their stop event for the delay, so a stop
+    ends the wait at once.
+    """
 
     def __init__(self, first: float = 0.2, cap: float = 5.0) -> None:
-        self._first = first
-        self._cap = cap
-        self._current = first
+        self._wait = wait_exponential_jitter(initial=first, max=cap, jitter=first)
+        # tenacity's wait strategies read only the attempt number of the call state.
+        self._state = RetryCallState(Retrying(), None, (), {})
 
     def next(self) -> float:
-        """The delay before the next attempt; each call doubles the following one."""
-        delay = self._current
-        self._current = min(self._current * 2, self._cap)
+        """The delay before the next attempt, in seconds; the one after it is longer."""
+        delay = float(self._wait(self._state))
+        self._state.attempt_number += 1
         return delay
 
     def reset(self) -> None:
         """Start again from the first delay (after a success)."""
-        self._current = self._first
+        self._state.attempt_number = 1
