@@ -93,13 +93,12 @@ def signing_key(settings: Settings) -> tuple[rsa.RSAPrivateKey, str]:
     return key, public_jwk(key)["kid"]
 
 
-def issue_token(
+def access_claims(
     settings: Settings, client_id: str, scopes: Iterable[str], ttl_s: int = 3600
-) -> str:
-    """A client-credentials access token for ``client_id`` with ``scopes``, RS256-signed."""
-    key, kid = signing_key(settings)
+) -> dict[str, Any]:
+    """The claims of a client-credentials access token for ``client_id`` with ``scopes``."""
     now = int(time.time())
-    claims = {
+    return {
         "iss": settings.auth_issuer,
         "aud": settings.auth_audience,
         "sub": client_id,
@@ -110,6 +109,14 @@ def issue_token(
         "exp": now + ttl_s,
         "jti": str(uuid.uuid4()),
     }
+
+
+def issue_token(
+    settings: Settings, client_id: str, scopes: Iterable[str], ttl_s: int = 3600
+) -> str:
+    """A client-credentials access token for ``client_id`` with ``scopes``, RS256-signed."""
+    key, kid = signing_key(settings)
+    claims = access_claims(settings, client_id, scopes, ttl_s)
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
 

@@ -11,7 +11,7 @@ import pytest
 from command_api.app import create_app
 from query_api.app import create_app as create_query_app
 from runtime.settings import Settings
-from tests.support.auth import api_client
+from tests.support.auth import serving
 
 
 def valid_body(**overrides: Any) -> dict[str, Any]:
@@ -30,20 +30,12 @@ def valid_body(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to a fresh command API app."""
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        api_client(app, settings, "http://command") as c,
-    ):
+    async with serving(create_app(settings), settings, "http://command") as c:
         yield c
 
 
 @pytest.fixture
 async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to a fresh query API app."""
-    app = create_query_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        api_client(app, settings, "http://query") as c,
-    ):
+    async with serving(create_query_app(settings), settings, "http://query") as c:
         yield c

@@ -27,6 +27,7 @@ from command_api.app import create_app as create_command_app
 from query_api.app import create_app as create_query_app
 from runtime.dev_issuer import (
     DevelopmentIssuerRefused,
+    access_claims,
     development_jwks,
     public_jwk,
     signing_key,
@@ -39,18 +40,8 @@ from tests.support.processes import free_port
 
 
 def _claims(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims = {
-        "iss": settings.auth_issuer,
-        "aud": settings.auth_audience,
-        "sub": TEST_CLIENT,
-        "azp": TEST_CLIENT,
-        "scope": " ".join(ALL_SCOPES),
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-    }
-    claims.update(overrides)
+    """A good token's claims with ``overrides``; an override of None removes the claim."""
+    claims = {**access_claims(settings, TEST_CLIENT, ALL_SCOPES, ttl_s=300), **overrides}
     return {k: v for k, v in claims.items() if v is not None}
 
 

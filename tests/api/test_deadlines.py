@@ -14,19 +14,18 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import psycopg
-from fastapi import FastAPI
 
 from command_api.app import create_app as create_command_app
 from query_api.app import create_app as create_query_app
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
-from tests.support.auth import api_client
+from tests.support.auth import serving
 from tests.support.db import table_locked
 from tests.support.processes import wait_until
 
@@ -41,12 +40,6 @@ def _fast(settings: Settings, **overrides: Any) -> Settings:
     return settings.model_copy(
         update={"db_deadline_s": DEADLINE_S, "health_deadline_s": DEADLINE_S, **overrides}
     )
-
-
-@asynccontextmanager
-async def _client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app), api_client(app, settings) as c:
-        yield c
 
 
 @contextmanager
@@ -92,7 +85,7 @@ def _no_backend_waits(db: psycopg.Connection) -> bool:
 async def test_a_status_read_the_database_does_not_answer_is_a_503_within_the_deadline(
     settings: Settings,
 ) -> None:
-    async with _client(create_query_app(_fast(settings)), settings) as api:
+    async with serving(create_query_app(_fast(settings)), settings) as api:
         unknown = "00000000-0000-4000-8000-000000000001"
         with table_locked(settings, "application_status"):
             response, elapsed = await _timed(api.get(f"/applications/{unknown}/status"))
@@ -110,7 +103,7 @@ async def test_a_status_read_the_database_does_not_answer_is_a_503_within_the_de
 async def test_a_submit_whose_statement_was_sent_but_not_answered_says_the_outcome_is_unknown(
     settings: Settings, db: psycopg.Connection
 ) -> None:
-    async with _client(create_command_app(_fast(settings)), settings) as api:
+    async with serving(create_command_app(_fast(settings)), settings) as api:
         with table_locked(settings, "applications"):
             response, elapsed = await _timed(api.post("/applications", json=valid_body()))
 
@@ -132,7 +125,7 @@ async def test_a_submit_whose_application_was_never_sent_is_not_stored_and_says_
     # The database stops answering the request's first call (its rate-limit token), so
     # the deadline passes before the application was ever sent.
     headers = {"Idempotency-Key": "never-sent"}
-    async with _client(create_command_app(_fast(settings)), settings) as api:
+    async with serving(create_command_app(_fast(settings)), settings) as api:
         with table_locked(settings, "client_rate_limits"):
             response, elapsed = await _timed(
                 api.post("/applications", json=valid_body(), headers=headers)
@@ -155,7 +148,7 @@ async def test_an_idempotent_submit_cut_during_its_commit_is_unknown_and_its_ret
     settings: Settings, db: psycopg.Connection
 ) -> None:
     headers = {"Idempotency-Key": "cut-during-commit"}
-    async with _client(create_command_app(_fast(settings)), settings) as api:
+    async with serving(create_command_app(_fast(settings)), settings) as api:
         with _commits_held(settings):
             response, elapsed = await _timed(
                 api.post("/applications", json=valid_body(), headers=headers)
@@ -178,7 +171,7 @@ async def test_the_circuit_breaker_opens_after_consecutive_deadline_failures_and
 ) -> None:
     fast = _fast(settings, db_breaker_threshold=2, db_breaker_open_s=1.0)
     unknown = "00000000-0000-4000-8000-000000000002"
-    async with _client(create_query_app(fast), settings) as api:
+    async with serving(create_query_app(fast), settings) as api:
         with table_locked(settings, "application_status"):
             for _ in range(2):
                 assert (await api.get(f"/applications/{unknown}/status")).status_code == 503
@@ -205,7 +198,7 @@ async def test_health_answers_503_within_its_deadline_when_the_database_never_an
 ) -> None:
     with _silent_server() as port:
         app = create_command_app(_fast(settings, pg_port=port))
-        async with _client(app, settings) as api:
+        async with serving(app, settings) as api:
             response, elapsed = await _timed(api.get("/health"))
 
     assert response.status_code == 503

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
@@ -35,3 +36,12 @@ def api_client(
         base_url=base_url,
         headers=bearer(settings, client),
     )
+
+
+@asynccontextmanager
+async def serving(
+    app: FastAPI, settings: Settings, base_url: str = "http://api", client: str = TEST_CLIENT
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` started (its lifespan) and a client of it sending ``client``'s token."""
+    async with app.router.lifespan_context(app), api_client(app, settings, base_url, client) as c:
+        yield c
