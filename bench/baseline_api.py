@@ -140,11 +140,12 @@ def main() -> None:
             settings.http_host,
             settings.command_api_port,
             settings.command_api_workers,
+            settings.http_keep_alive_s,
         )
         return
     app, stop = create_baseline_app(settings)
     try:
-        serve(app, settings.http_host, settings.command_api_port)
+        serve(app, settings.http_host, settings.command_api_port, settings.http_keep_alive_s)
     finally:
         stop.set()
 

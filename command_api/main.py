@@ -27,6 +27,12 @@ def main() -> None:
             settings.http_host,
             settings.command_api_port,
             settings.command_api_workers,
+            settings.http_keep_alive_s,
         )
     else:
-        serve(create_app(settings), settings.http_host, settings.command_api_port)
+        serve(
+            create_app(settings),
+            settings.http_host,
+            settings.command_api_port,
+            settings.http_keep_alive_s,
+        )

@@ -12,4 +12,9 @@ def main() -> None:
     """Console script entry point."""
     settings = Settings()
     configure_logging(settings.log_level, "query-api")
-    serve(create_app(settings), settings.http_host, settings.query_api_port)
+    serve(
+        create_app(settings),
+        settings.http_host,
+        settings.query_api_port,
+        settings.http_keep_alive_s,
+    )

@@ -744,8 +744,11 @@ _UVICORN: dict[str, Any] = {
 }
 
 
-def serve_workers(factory: str, host: str, port: int, workers: int) -> None:
+def serve_workers(factory: str, host: str, port: int, workers: int, keep_alive_s: int) -> None:
     """Serve the app built by ``factory`` ("module:function") in ``workers`` processes.
+
+    ``keep_alive_s``: seconds an idle client connection stays open
+    (``Settings.http_keep_alive_s``).
 
     One Python process is bound to one core; several workers share the port. Each
     worker keeps its metrics in files under ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
@@ -757,12 +760,24 @@ def serve_workers(factory: str, host: str, port: int, workers: int) -> None:
         created = tempfile.mkdtemp(prefix="prequal-metrics-")
         os.environ[MULTIPROC_ENV] = created
     try:
-        uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, **_UVICORN)
+        uvicorn.run(
+            factory,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            timeout_keep_alive=keep_alive_s,
+            **_UVICORN,
+        )
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` with uvicorn; our middleware writes the request log, not uvicorn."""
-    uvicorn.run(app, host=host, port=port, **_UVICORN)
+def serve(app: FastAPI, host: str, port: int, keep_alive_s: int) -> None:
+    """Serve ``app`` with uvicorn; our middleware writes the request log, not uvicorn.
+
+    ``keep_alive_s``: seconds an idle client connection stays open
+    (``Settings.http_keep_alive_s``).
+    """
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=keep_alive_s, **_UVICORN)

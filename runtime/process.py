@@ -79,7 +79,7 @@ class Backoff:
     """
 
     def __init__(self, first: float = 0.2, cap: float = 5.0) -> None:
-        self._wait = wait_exponential_jitter(initial=first, max=cap, jitter=first)
+        self._wait = wait_exponential_jitter(multiplier=first, max=cap, jitter=first)
         # tenacity's wait strategies read only the attempt number of the call state.
         self._state = RetryCallState(Retrying(), None, (), {})
 

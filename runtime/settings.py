@@ -234,6 +234,13 @@ class Settings(BaseSettings):
 
     # --- HTTP -------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Interface the HTTP services bind.")
+    http_keep_alive_s: PositiveInt = Field(
+        75,
+        description="How long the HTTP services keep an idle client connection open, in"
+        " seconds. The server must close last: a client (httpx: 5 s) or load balancer (AWS"
+        " ALB: 60 s) that reuses a connection the server is closing gets a reset request."
+        " 75 s is nginx's default keepalive_timeout.",
+    )
     command_api_port: PositiveInt = Field(8000, description="Port of the command API.")
     command_api_workers: PositiveInt = Field(
         1,
