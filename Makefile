@@ -10,7 +10,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: audit chart shellcheck test-faults bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit chart shellcheck test-faults test-cluster bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,13 +45,18 @@ run: .venv/.installed infra-up migrate ## Run the whole system in the foreground
 run-local: run ## Same as run (the original design's name)
 
 test: .venv/.installed ## Run the whole suite against real PostgreSQL and Kafka, coverage >= 90%
-	$(RUN) pytest -m "not network_fault" --cov --cov-report=term-missing --cov-fail-under=90
+	$(RUN) pytest -m "not network_fault and not kafka_cluster" --cov --cov-report=term-missing --cov-fail-under=90
 
 # Without coverage tracing: the drills measure latency under load, and tracing every
 # process would measure the tracer (docs/operations.md, "Network faults").
 test-faults: .venv/.installed ## The network-fault drills (Toxiproxy) against the six processes under load
 	infra/install-toxiproxy.sh
 	$(RUN) pytest -m network_fault -p no:cacheprovider
+
+# Without coverage tracing, for the same reason; the cluster runs in .infra/cluster on
+# free ports, beside any other servers (docs/operations.md, "Three brokers").
+test-cluster: .venv/.installed ## Broker-loss drills on a three-broker KRaft cluster under load
+	$(RUN) pytest -m kafka_cluster -p no:cacheprovider
 
 check: lint typecheck imports shellcheck ## Lint, format check, mypy strict, import contracts, shellcheck
 

@@ -11,6 +11,10 @@
 #
 # SERVICE is "postgres", "kafka" or "connect" (Kafka Connect standalone running the
 # Debezium outbox connector of infra/debezium/, capturing PREQUAL_PG_DATABASE's outbox).
+# With PREQUAL_KAFKA_BROKERS=3, "kafka" is a cluster of three KRaft nodes, each broker
+# and controller (a controller quorum of three), and "kafka-1", "kafka-2", "kafka-3"
+# name one node of it (restart kafka-2: a rolling restart's step). "down" stops whichever
+# Kafka runs from this infra dir, one node or three.
 # No SERVICE means postgres and kafka: up starts postgres first; down also stops connect
 # when it runs, then kafka, then postgres. up connect starts postgres and kafka first
 # when they are not running; connect is ready when its connector and task are RUNNING.
@@ -28,7 +32,12 @@
 #                                                      (tests/fault's Toxiproxy), which must then
 #                                                      be up before the broker starts
 #   PREQUAL_KAFKA_CONTROLLER_PORT  9093                KRaft controller listener
-#   PREQUAL_KAFKA_HEAP             768m                broker -Xms/-Xmx
+#   PREQUAL_KAFKA_BROKERS          1                   1: one node; 3: the three-node cluster
+#   PREQUAL_KAFKA_PORTS            (KAFKA_PORT,+2,+4)  with 3 brokers: each node's PLAINTEXT
+#                                                      port, comma separated (9092,9094,9096)
+#   PREQUAL_KAFKA_CONTROLLER_PORTS (CONTROLLER_PORT,+2,+4) with 3 brokers: each node's
+#                                                      controller port (9093,9095,9097)
+#   PREQUAL_KAFKA_HEAP             768m; 3 brokers: 384m  each broker's -Xms/-Xmx
 #   PREQUAL_CONNECT_PORT           8083                Connect REST listener on 127.0.0.1
 #   PREQUAL_CONNECT_HEAP           512m                Connect worker -Xms/-Xmx
 #   PREQUAL_DEBEZIUM_SLOT          prequal_outbox      logical replication slot (pgoutput)
@@ -36,7 +45,7 @@
 #   PREQUAL_DEBEZIUM_POLL_INTERVAL_MS  20              connector poll.interval.ms
 #   PREQUAL_PG_BINDIR              (auto)              PostgreSQL server bin dir override
 #
-# Logs: $PREQUAL_INFRA_DIR/logs/{postgres,kafka,connect}.log.
+# Logs: $PREQUAL_INFRA_DIR/logs/{postgres,kafka,connect}.log; kafka-N.log per cluster node.
 # Needs PostgreSQL server binaries, java, mvn (and curl for connect); as root, missing
 # ones are apt-installed. PostgreSQL runs as the "postgres" OS user when invoked as root
 # (initdb refuses root). Kafka jars are resolved from Maven Central via
@@ -59,7 +68,15 @@ PG_DATABASE=${PREQUAL_PG_DATABASE:-prequal}
 KAFKA_PORT=${PREQUAL_KAFKA_PORT:-9092}
 KAFKA_ADVERTISED_PORT=${PREQUAL_KAFKA_ADVERTISED_PORT:-$KAFKA_PORT}
 KAFKA_CONTROLLER_PORT=${PREQUAL_KAFKA_CONTROLLER_PORT:-9093}
-KAFKA_HEAP=${PREQUAL_KAFKA_HEAP:-768m}
+KAFKA_BROKERS=${PREQUAL_KAFKA_BROKERS:-1}
+# Three JVMs must fit beside PostgreSQL, Connect and six Python processes on a small
+# machine; a broker carrying prequal's load keeps well under 384 MB of heap
+# (docs/operations.md, "Three brokers", has the measured resident sizes).
+if [[ $KAFKA_BROKERS == 3 ]]; then
+  KAFKA_HEAP=${PREQUAL_KAFKA_HEAP:-384m}
+else
+  KAFKA_HEAP=${PREQUAL_KAFKA_HEAP:-768m}
+fi
 CONNECT_PORT=${PREQUAL_CONNECT_PORT:-8083}
 CONNECT_HEAP=${PREQUAL_CONNECT_HEAP:-512m}
 DEBEZIUM_SLOT=${PREQUAL_DEBEZIUM_SLOT:-prequal_outbox}
@@ -99,6 +116,23 @@ KAFKA_CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
 KAFKA_PID=$RUN_DIR/kafka.pid
 KAFKA_LOG=$LOG_DIR/kafka.log
 KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
+# The single node's values: kafka_node points the kafka_* functions at one node, and
+# moves these back into KAFKA_PORT, KAFKA_CONF, ... for node 0 (the single node).
+SINGLE_KAFKA_PORT=$KAFKA_PORT
+SINGLE_KAFKA_ADVERTISED_PORT=$KAFKA_ADVERTISED_PORT
+SINGLE_KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
+# The cluster's nodes 1..3: their own config, data, pid file and log under kafka/cluster.
+KAFKA_CLUSTER_DIR=$KAFKA_DIR/cluster
+KAFKA_NODE_IDS=(1 2 3)
+KAFKA_NODE_PORTS=()
+KAFKA_NODE_CONTROLLER_PORTS=()
+if [[ $KAFKA_BROKERS == 3 ]]; then
+  IFS=, read -ra KAFKA_NODE_PORTS <<<"${PREQUAL_KAFKA_PORTS:-$KAFKA_PORT,$((KAFKA_PORT + 2)),$((KAFKA_PORT + 4))}"
+  IFS=, read -ra KAFKA_NODE_CONTROLLER_PORTS <<<"${PREQUAL_KAFKA_CONTROLLER_PORTS:-$KAFKA_CONTROLLER_PORT,$((KAFKA_CONTROLLER_PORT + 2)),$((KAFKA_CONTROLLER_PORT + 4))}"
+fi
+# The nodes a kafka command acts on: every node of the chosen layout unless kafka-N
+# named some (main fills it in).
+KAFKA_TARGETS=()
 KAFKA_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
 
 CONNECT_DIR=$INFRA_DIR/connect
@@ -470,6 +504,33 @@ pg_status() {
 
 # ---------------------------------------------------------------------------- kafka
 
+# Points the kafka_* functions (KAFKA_PORT, KAFKA_CONF, KAFKA_PID, KAFKA_LOG, ...) at one
+# node: 0 is the single node, 1..3 a node of the cluster.
+kafka_node() { # N
+  KAFKA_NODE=$1
+  if (($1 == 0)); then
+    KAFKA_NAME=kafka
+    KAFKA_PORT=$SINGLE_KAFKA_PORT
+    KAFKA_ADVERTISED_PORT=$SINGLE_KAFKA_ADVERTISED_PORT
+    KAFKA_CONTROLLER_PORT=$SINGLE_KAFKA_CONTROLLER_PORT
+    KAFKA_DATA=$KAFKA_DIR/data
+    KAFKA_CONF=$KAFKA_DIR/server.properties
+    KAFKA_CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
+    KAFKA_PID=$RUN_DIR/kafka.pid
+    KAFKA_LOG=$LOG_DIR/kafka.log
+  else
+    KAFKA_NAME=kafka-$1
+    KAFKA_PORT=${KAFKA_NODE_PORTS[$1 - 1]:-}
+    KAFKA_ADVERTISED_PORT=$KAFKA_PORT
+    KAFKA_CONTROLLER_PORT=${KAFKA_NODE_CONTROLLER_PORTS[$1 - 1]:-}
+    KAFKA_DATA=$KAFKA_CLUSTER_DIR/data-$1
+    KAFKA_CONF=$KAFKA_CLUSTER_DIR/node-$1.properties
+    KAFKA_CLUSTER_ID_FILE=$KAFKA_CLUSTER_DIR/cluster.id
+    KAFKA_PID=$RUN_DIR/kafka-$1.pid
+    KAFKA_LOG=$LOG_DIR/kafka-$1.log
+  fi
+}
+
 kafka_pid() { # prints the broker pid if our broker is running
   local pid cmdline
   [[ -f $KAFKA_PID ]] || return 1
@@ -544,6 +605,10 @@ kafka_resolve_libs() {
 }
 
 kafka_write_config() {
+  if ((KAFKA_NODE > 0)); then
+    kafka_write_cluster_config
+    return
+  fi
   cat >"$KAFKA_CONF" <<EOF
 # Written by infra/local.sh on every start; edits are lost.
 # Single-node KRaft: this one process is both broker and controller.
@@ -577,6 +642,48 @@ auto.create.topics.enable=false
 EOF
 }
 
+# One node of the three-node cluster: the same settings as the single node, but with a
+# quorum of three controllers and everything replicated three times.
+kafka_write_cluster_config() {
+  local voters='' i
+  for i in "${KAFKA_NODE_IDS[@]}"; do
+    voters+="${voters:+,}$i@127.0.0.1:${KAFKA_NODE_CONTROLLER_PORTS[i - 1]}"
+  done
+  mkdir -p -- "$KAFKA_CLUSTER_DIR"
+  cat >"$KAFKA_CONF" <<EOF
+# Written by infra/local.sh on every start; edits are lost.
+# Node $KAFKA_NODE of a three-node KRaft cluster: each process is broker and controller.
+process.roles=broker,controller
+node.id=$KAFKA_NODE
+# Static voters: a majority (2 of 3) elects the active controller, so one node may be lost.
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=3
+# Every partition on every broker; a write is acknowledged (acks=all) once 2 of the 3
+# have it, so any one broker may be lost without losing or refusing a write.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# A replica that missed writes never becomes leader: that would drop acknowledged ones.
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=0
+# A killed node is fenced (and its partitions led elsewhere) within 2.5 s, and may
+# register again as soon as it restarts.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=2500
+auto.create.topics.enable=false
+EOF
+}
+
 kafka_format() {
   local id
   if [[ -f $KAFKA_DATA/meta.properties ]]; then return 0; fi
@@ -588,11 +695,11 @@ kafka_format() {
     id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
     printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID_FILE"
   fi
-  info "kafka: formatting storage in $KAFKA_DATA (cluster id $id)"
+  info "$KAFKA_NAME: formatting storage in $KAFKA_DATA (cluster id $id)"
   printf '\n===== %s storage format (local.sh) =====\n' "$(date -Is)" >>"$KAFKA_LOG"
   "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format --config "$KAFKA_CONF" --cluster-id "$id" \
     --ignore-formatted >>"$KAFKA_LOG" 2>&1 9>&- ||
-    fail kafka "storage format (kafka.tools.StorageTool)" "$KAFKA_LOG"
+    fail "$KAFKA_NAME" "storage format (kafka.tools.StorageTool)" "$KAFKA_LOG"
 }
 
 kafka_start() {
@@ -617,7 +724,7 @@ kafka_start() {
     [[ -s $KAFKA_PID ]] && return 0
     sleep 0.05
   done
-  fail kafka "launching the broker process (no pid file)" "$KAFKA_LOG"
+  fail "$KAFKA_NAME" "launching the broker process (no pid file)" "$KAFKA_LOG"
 }
 
 kafka_wait_ready() { # DEADLINE_SECONDS
@@ -628,20 +735,58 @@ kafka_wait_ready() { # DEADLINE_SECONDS
   until port_open 127.0.0.1 "$KAFKA_PORT"; do
     if ! proc_alive "$pid"; then
       rm -f -- "$KAFKA_PID"
-      fail kafka "broker start-up (process $pid exited)" "$KAFKA_LOG"
+      fail "$KAFKA_NAME" "broker start-up (process $pid exited)" "$KAFKA_LOG"
     fi
     if ((SECONDS >= deadline)); then
       kafka_kill "$pid"
-      fail kafka "waiting for port 127.0.0.1:$KAFKA_PORT (${KAFKA_TIMEOUT}s)" "$KAFKA_LOG"
+      fail "$KAFKA_NAME" "waiting for port 127.0.0.1:$KAFKA_PORT (${KAFKA_TIMEOUT}s)" "$KAFKA_LOG"
     fi
     sleep 0.25
   done
+  # A cluster node is asked about as part of the whole (kafka_cluster_wait_ready).
+  ((KAFKA_NODE == 0)) || return 0
   until timeout "$((deadline - SECONDS > 1 ? deadline - SECONDS : 1))" \
     "${KAFKA_TOOL[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
     --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>>"$KAFKA_LOG" 9>&-; do
     if ! proc_alive "$pid" || ((SECONDS >= deadline)); then
       kafka_kill "$pid"
       fail kafka "API versions request to 127.0.0.1:$KAFKA_PORT (BrokerApiVersionsCommand)" "$KAFKA_LOG"
+    fi
+    sleep 0.5
+  done
+}
+
+# The ids of the brokers the cluster's metadata lists (registered and not fenced), one a
+# line, as a client bootstrapped from the three nodes sees them.
+kafka_cluster_brokers() { # TIMEOUT_SECONDS
+  local bootstrap='' p
+  for p in "${KAFKA_NODE_PORTS[@]}"; do bootstrap+="${bootstrap:+,}127.0.0.1:$p"; done
+  timeout "$1" "${KAFKA_TOOL[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
+    --bootstrap-server "$bootstrap" 2>/dev/null 9>&- |
+    sed -n 's/^[^ ].* (id: \([0-9][0-9]*\) .*/\1/p' | sort -u
+}
+
+# Ready when every node of KAFKA_TARGETS is a broker the metadata lists: a node that
+# only listens has not joined yet (it needs the quorum: 2 of the 3 controllers).
+kafka_cluster_wait_ready() { # DEADLINE_SECONDS
+  local deadline=$1 n listed missing
+  while :; do
+    listed=$(kafka_cluster_brokers "$((deadline - SECONDS > 1 ? deadline - SECONDS : 1))") || listed=
+    missing=()
+    for n in "${KAFKA_TARGETS[@]}"; do
+      if ! grep -qx "$n" <<<"$listed"; then missing+=("$n"); fi
+    done
+    ((${#missing[@]})) || return 0
+    for n in "${missing[@]}"; do
+      kafka_node "$n"
+      if ! kafka_pid >/dev/null; then
+        rm -f -- "$KAFKA_PID"
+        fail "$KAFKA_NAME" "broker start-up (process exited)" "$KAFKA_LOG"
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      kafka_node "${missing[0]}"
+      fail "$KAFKA_NAME" "joining the cluster (listed brokers: ${listed//$'\n'/ }; ${KAFKA_TIMEOUT}s)" "$KAFKA_LOG"
     fi
     sleep 0.5
   done
@@ -672,70 +817,155 @@ group_kill() { # SERVICE PID PIDFILE
 
 # SIGTERM lets the broker do a controlled shutdown and flush.
 kafka_kill() { # PID
-  group_kill kafka "$1" "$KAFKA_PID"
+  group_kill "$KAFKA_NAME" "$1" "$KAFKA_PID"
 }
 
-kafka_up() {
-  local t0 pid port deadline
-  t0=$(now_us)
-  deadline=$((SECONDS + KAFKA_TIMEOUT))
+# Starts the selected node unless it runs already (its ports checked); KAFKA_STARTED
+# says which (a flag, not the status: set -e does not apply inside a tested function).
+kafka_node_start() {
+  local pid port p
+  KAFKA_STARTED=0
   if pid=$(kafka_pid); then
     port=$(kafka_running_port)
     [[ $port == "$KAFKA_PORT" ]] ||
-      die "kafka: running (pid $pid) on port $port, not PREQUAL_KAFKA_PORT=$KAFKA_PORT; run: $0 restart kafka"
+      die "$KAFKA_NAME: running (pid $pid) on port $port, not $KAFKA_PORT as configured; run: $0 restart $KAFKA_NAME"
     port=$(kafka_advertised_port) || port='?'
     [[ $port == "$KAFKA_ADVERTISED_PORT" ]] ||
-      die "kafka: running (pid $pid) advertising port $port, not PREQUAL_KAFKA_ADVERTISED_PORT=$KAFKA_ADVERTISED_PORT; run: $0 restart kafka"
-    if port_open 127.0.0.1 "$KAFKA_PORT"; then
-      info "kafka: already running (pid $pid, port $KAFKA_PORT)"
+      die "$KAFKA_NAME: running (pid $pid) advertising port $port, not PREQUAL_KAFKA_ADVERTISED_PORT=$KAFKA_ADVERTISED_PORT; run: $0 restart $KAFKA_NAME"
+    return 0
+  fi
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    if port_open 127.0.0.1 "$p"; then
+      die "$KAFKA_NAME: port 127.0.0.1:$p is already in use by another process"
+    fi
+  done
+  mkdir -p -- "$KAFKA_DIR" "$KAFKA_DATA" "$LOG_DIR" "$RUN_DIR"
+  touch -- "$KAFKA_LOG"
+  kafka_resolve_libs
+  kafka_write_config
+  kafka_format
+  kafka_start
+  KAFKA_STARTED=1
+}
+
+# The nodes of the layout not asked for that run from this infra dir, one a line.
+kafka_other_layout() {
+  local n nodes=(1 2 3)
+  [[ $KAFKA_BROKERS == 3 ]] && nodes=(0)
+  for n in "${nodes[@]}"; do
+    kafka_node "$n"
+    if kafka_pid >/dev/null; then printf '%s\n' "$KAFKA_NAME"; fi
+  done
+}
+
+kafka_up() {
+  local t0 deadline n others started=()
+  t0=$(now_us)
+  deadline=$((SECONDS + KAFKA_TIMEOUT))
+  # One node and the cluster share the default ports and the clients' settings: never both.
+  others=$(kafka_other_layout)
+  if [[ -n $others ]]; then
+    die "kafka: ${others//$'\n'/, } already running from $INFRA_DIR, not PREQUAL_KAFKA_BROKERS=$KAFKA_BROKERS; stop it first: $0 down kafka"
+  fi
+  if [[ $KAFKA_BROKERS != 3 ]]; then
+    kafka_node 0
+    kafka_node_start
+    if ((!KAFKA_STARTED)) && port_open 127.0.0.1 "$KAFKA_PORT"; then
+      info "kafka: already running (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
       return 0
     fi
-    # Alive but not listening: probably another `up` still starting it; wait for it.
-  else
-    local p
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-      if port_open 127.0.0.1 "$p"; then
-        die "kafka: port 127.0.0.1:$p is already in use by another process"
-      fi
-    done
-    mkdir -p -- "$KAFKA_DIR" "$KAFKA_DATA" "$LOG_DIR" "$RUN_DIR"
-    touch -- "$KAFKA_LOG"
-    kafka_resolve_libs
-    kafka_write_config
-    kafka_format
-    kafka_start
+    # Started now, or alive but not listening (another `up` still starting it): wait.
+    kafka_wait_ready "$deadline"
+    if [[ $KAFKA_ADVERTISED_PORT != "$KAFKA_PORT" ]]; then
+      info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT, advertised $KAFKA_ADVERTISED_PORT)"
+    else
+      info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
+    fi
+    return 0
   fi
-  kafka_wait_ready "$deadline"
-  if [[ $KAFKA_ADVERTISED_PORT != "$KAFKA_PORT" ]]; then
-    info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT, advertised $KAFKA_ADVERTISED_PORT)"
-  else
-    info "kafka: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
-  fi
+  # All started before any is waited for: a node joins only once 2 of 3 controllers run.
+  for n in "${KAFKA_TARGETS[@]}"; do
+    kafka_node "$n"
+    kafka_node_start
+    if ((KAFKA_STARTED)); then started+=("$n"); fi
+  done
+  for n in "${started[@]}"; do
+    kafka_node "$n"
+    kafka_wait_ready "$deadline"
+  done
+  kafka_cluster_wait_ready "$deadline"
+  for n in "${KAFKA_TARGETS[@]}"; do
+    kafka_node "$n"
+    if in_list "$n" "${started[@]}"; then
+      info "$KAFKA_NAME: ready in $(since "$t0") (pid $(<"$KAFKA_PID"), port $KAFKA_PORT, controller $KAFKA_CONTROLLER_PORT)"
+    else
+      info "$KAFKA_NAME: already running (pid $(<"$KAFKA_PID"), port $KAFKA_PORT)"
+    fi
+  done
 }
 
 kafka_down() {
-  local pid t0
+  local t0 n pid nodes=() running=()
   t0=$(now_us)
-  if ! pid=$(kafka_pid); then
-    rm -f -- "$KAFKA_PID"
-    info "kafka: already stopped"
+  # Plain "kafka" stops whatever Kafka runs from this infra dir, whichever layout.
+  if ((KAFKA_NAMED)); then nodes=("${KAFKA_TARGETS[@]}"); else nodes=(0 1 2 3); fi
+  # SIGTERM to every node first: a node's controlled shutdown needs the controller
+  # quorum, which nodes stopped one after the other would take away from the last one.
+  for n in "${nodes[@]}"; do
+    kafka_node "$n"
+    if pid=$(kafka_pid); then
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      running+=("$n")
+    else
+      rm -f -- "$KAFKA_PID"
+    fi
+  done
+  if ((${#running[@]} == 0)); then
+    if ((KAFKA_NAMED)); then
+      for n in "${nodes[@]}"; do info "kafka-$n: already stopped"; done
+    else
+      info "kafka: already stopped"
+    fi
     return 0
   fi
-  kafka_kill "$pid"
-  info "kafka: stopped in $(since "$t0")"
+  for n in "${running[@]}"; do
+    kafka_node "$n"
+    if pid=$(kafka_pid); then kafka_kill "$pid"; else rm -f -- "$KAFKA_PID"; fi
+    info "$KAFKA_NAME: stopped in $(since "$t0")"
+  done
 }
 
-kafka_status() {
+kafka_node_status() {
   local pid port
   if pid=$(kafka_pid); then
     port=$(kafka_running_port) || port=$KAFKA_PORT
     if port_open 127.0.0.1 "$port"; then
-      info "kafka: running (pid $pid, port $port)"
+      info "$KAFKA_NAME: running (pid $pid, port $port)"
     else
-      info "kafka: running (pid $pid, port $port) but not answering yet"
+      info "$KAFKA_NAME: running (pid $pid, port $port) but not answering yet"
     fi
   else
-    info "kafka: stopped"
+    info "$KAFKA_NAME: stopped"
+  fi
+}
+
+# The asked-for layout, one line per node; a node of the other layout only when it runs.
+kafka_status() {
+  local n
+  if [[ $KAFKA_BROKERS == 3 ]]; then
+    for n in 1 2 3; do
+      kafka_node "$n"
+      kafka_node_status
+    done
+    kafka_node 0
+    if kafka_pid >/dev/null; then kafka_node_status; fi
+  else
+    kafka_node 0
+    kafka_node_status
+    for n in 1 2 3; do
+      kafka_node "$n"
+      if kafka_pid >/dev/null; then kafka_node_status; fi
+    done
   fi
 }
 
@@ -856,13 +1086,24 @@ connect_resolve_libs() {
     "$CONNECT_LOG"
 }
 
+# The broker Connect bootstraps from: the single node, or the cluster's first node (the
+# worker learns the other two from its metadata).
+kafka_bootstrap_port() {
+  if [[ $KAFKA_BROKERS == 3 ]]; then
+    printf '%s' "${KAFKA_NODE_PORTS[0]}"
+  else
+    printf '%s' "$SINGLE_KAFKA_PORT"
+  fi
+}
+
 # A template of infra/debezium/ rendered with this script's values, to stdout. Other
 # PREQUAL_* variables (e.g. PREQUAL_DEBEZIUM_HEARTBEAT_INTERVAL_MS) come from the
 # environment or render.sh's defaults. The password is never rendered (see connect_start).
 connect_render() { # TEMPLATE
   PREQUAL_INFRA_DIR=$INFRA_DIR PREQUAL_PG_HOST=$PG_HOST PREQUAL_PG_PORT=$PG_PORT \
     PREQUAL_PG_USER=$PG_USER \
-    PREQUAL_PG_DATABASE=$PG_DATABASE PREQUAL_KAFKA_PORT=$KAFKA_PORT \
+    PREQUAL_PG_DATABASE=$PG_DATABASE PREQUAL_KAFKA_PORT=$(kafka_bootstrap_port) \
+    PREQUAL_TOPIC_REPLICATION_FACTOR=${PREQUAL_TOPIC_REPLICATION_FACTOR:-$KAFKA_BROKERS} \
     PREQUAL_CONNECT_PORT=$CONNECT_PORT PREQUAL_DEBEZIUM_SLOT=$DEBEZIUM_SLOT \
     PREQUAL_DEBEZIUM_PUBLICATION=$DEBEZIUM_PUBLICATION \
     PREQUAL_DEBEZIUM_POLL_INTERVAL_MS=$DEBEZIUM_POLL_INTERVAL_MS \
@@ -1140,12 +1381,29 @@ main() {
       ;;
   esac
 
+  [[ $KAFKA_BROKERS == 1 || $KAFKA_BROKERS == 3 ]] ||
+    die "PREQUAL_KAFKA_BROKERS=$KAFKA_BROKERS: expected 1 (one node) or 3 (a cluster)"
+  if [[ $KAFKA_BROKERS == 3 ]]; then
+    ((${#KAFKA_NODE_PORTS[@]} == 3 && ${#KAFKA_NODE_CONTROLLER_PORTS[@]} == 3)) ||
+      die "PREQUAL_KAFKA_PORTS and PREQUAL_KAFKA_CONTROLLER_PORTS must name 3 ports each"
+  fi
+  KAFKA_NAMED=0
   for svc in "$@"; do
     case $svc in
       postgres | kafka | connect) want+=("$svc") ;;
-      *) die "unknown service '$svc' (expected: ${ALL_SERVICES[*]})" ;;
+      kafka-[123])
+        [[ $KAFKA_BROKERS == 3 ]] || die "$svc is a node of the cluster: set PREQUAL_KAFKA_BROKERS=3"
+        KAFKA_NAMED=1
+        KAFKA_TARGETS+=("${svc#kafka-}")
+        want+=(kafka)
+        ;;
+      *) die "unknown service '$svc' (expected: ${ALL_SERVICES[*]}, or kafka-1..3 of the cluster)" ;;
     esac
   done
+  if ((!KAFKA_NAMED)); then
+    if [[ $KAFKA_BROKERS == 3 ]]; then KAFKA_TARGETS=("${KAFKA_NODE_IDS[@]}"); else KAFKA_TARGETS=(0); fi
+  fi
+  kafka_node "${KAFKA_TARGETS[0]}"
 
   if [[ $cmd == status ]]; then
     for svc in "${ALL_SERVICES[@]}"; do service_op status "$svc"; done

@@ -122,7 +122,11 @@ def status(as_json: JsonFlag = False) -> None:
 
 @topics_app.command("create")
 def create_topics() -> None:
-    """Create prequal's topics that do not exist yet (partitions and retention from settings)."""
+    """Create prequal's topics that do not exist yet.
+
+    Partitions, replicas and retention from settings: one replica on the single local
+    broker, three with min.insync.replicas=2 on the cluster (PREQUAL_KAFKA_BROKERS=3).
+    """
     settings = Settings()
     try:
         ensure_topics(settings)

@@ -48,6 +48,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         **client_config(settings),
         "enable.idempotence": True,
+        # Idempotence implies it; stated because the guarantee rests on it: a write is
+        # acknowledged once every in-sync replica has it, at least min.insync.replicas
+        # (2 of 3 on the cluster), so losing the leader right after loses nothing.
         "acks": "all",
         # The Java client's partitioner (murmur2), as Kafka Connect uses: a key lands on
         # the same partition whichever relay produced it, so per-application order holds
@@ -161,21 +164,35 @@ def ensure_topics(
 ) -> None:
     """Create the topics that do not exist yet (the broker never auto-creates them).
 
-    Raises :class:`KafkaException` when the broker cannot be reached in time.
+    Each gets ``topic_replication_factor`` replicas; from 3 on, ``min.insync.replicas``
+    is 2, so that an ``acks=all`` write survives the loss of any one broker and one broker
+    may be down without refusing writes. Waits (up to ``timeout_s``) for as many brokers
+    as replicas: a cluster starting up registers its brokers one by one, and a topic
+    created meanwhile would be refused. Raises :class:`KafkaException` when the brokers
+    cannot be reached in time.
     """
     admin = AdminClient(admin_config(settings))
     wanted = topics if topics is not None else all_topics(settings)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    missing = [t for t in wanted if t not in existing]
+    metadata = admin.list_topics(timeout=timeout_s)
+    missing = [t for t in wanted if t not in metadata.topics]
     if not missing:
         return
+    deadline = time.monotonic() + timeout_s
+    while len(metadata.brokers) < settings.topic_replication_factor:
+        if time.monotonic() >= deadline:
+            break  # create_topics says why: fewer brokers than replicas
+        time.sleep(0.5)
+        metadata = admin.list_topics(timeout=timeout_s)
+    config = {"retention.ms": str(settings.topic_retention_ms)}
+    if settings.topic_replication_factor > 1:
+        config["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
     futures = admin.create_topics(
         [
             NewTopic(
                 topic,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
-                config={"retention.ms": str(settings.topic_retention_ms)},
+                config=config,
             )
             for topic in missing
         ],

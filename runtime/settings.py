@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, model_validator
@@ -48,6 +49,11 @@ PLACEHOLDER_SECRETS = frozenset(
         "xxx",
     }
 )
+
+
+#: Where infra/local.sh's three-broker cluster listens (PREQUAL_KAFKA_BROKERS=3, default
+#: ports): each broker's PLAINTEXT listener, its KRaft controller one port above.
+CLUSTER_BOOTSTRAP_SERVERS = "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
 
 
 #: Signature algorithms a token may use: public-key ones only, so that no key the APIs
@@ -134,8 +140,18 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka ------------------------------------------------------------------------
+    kafka_brokers: Literal[1, 3] = Field(
+        1,
+        description="Brokers of the local Kafka (infra/local.sh, make run): 1, one KRaft"
+        " node that is broker and controller; 3, a cluster of three such nodes with a"
+        " controller quorum of three, where topics get 3 replicas and min.insync.replicas"
+        " 2. With 3, an unset PREQUAL_KAFKA_BOOTSTRAP_SERVERS names the three brokers"
+        f" ({CLUSTER_BOOTSTRAP_SERVERS}) and an unset PREQUAL_TOPIC_REPLICATION_FACTOR is 3.",
+    )
     kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma separated (default with"
+        " PREQUAL_KAFKA_BROKERS=3: all three brokers).",
     )
     topic_submitted: str = Field(
         "loan_applications_submitted", description="Topic of submitted applications."
@@ -149,7 +165,9 @@ class Settings(BaseSettings):
     topic_dlq: str = Field("loan_processing_dlq", description="Dead-letter topic.")
     topic_partitions: PositiveInt = Field(3, description="Partitions of each topic.")
     topic_replication_factor: PositiveInt = Field(
-        1, description="Replication factor of each topic."
+        1,
+        description="Replication factor of each topic (default with PREQUAL_KAFKA_BROKERS=3:"
+        " 3); from 3 replicas on, a topic also gets min.insync.replicas=2.",
     )
     topic_retention_ms: PositiveInt = Field(
         7 * 24 * 3600 * 1000, description="Retention of each topic, in milliseconds."
@@ -321,6 +339,36 @@ class Settings(BaseSettings):
         " emits a logical message in the outbox database and confirms the slot's position,"
         " so a quiet outbox does not pin the WAL other tables and databases write.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_cluster_is_reached_and_replicated_whole(cls, data: Any) -> Any:
+        """With three brokers, unset bootstrap servers and replication factor follow them.
+
+        A client bootstrapped from one broker cannot start while that broker is down, and
+        a topic of one replica loses its data with its broker: the cluster is there to
+        survive exactly that. Explicit values are kept.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        brokers = data.get("kafka_brokers", 1)
+        # The environment gives "3"; a Literal of ints matches no string by itself.
+        if isinstance(brokers, str) and brokers.strip() in ("1", "3"):
+            data["kafka_brokers"] = brokers = int(brokers)
+        if brokers == 3:
+            data.setdefault("kafka_bootstrap_servers", CLUSTER_BOOTSTRAP_SERVERS)
+            data.setdefault("topic_replication_factor", 3)
+        return data
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        """Replicas that must have a write before it is acknowledged (acks=all).
+
+        2 of 3 replicas: one broker may be lost (or restarted) without refusing a write or
+        losing an acknowledged one. With fewer replicas there is nothing to wait for.
+        """
+        return 2 if self.topic_replication_factor >= 3 else 1
 
     @model_validator(mode="after")
     def _tokens_are_verified_as_production_needs(self) -> Settings:

@@ -76,6 +76,11 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): "" if value is None else str(value) for key, value in env.items()}
 
 
+def unset(env: dict[str, str]) -> dict[str, str]:
+    """``env`` as Compose resolves it with no variable set: each ``${NAME:-default}`` -> default."""
+    return {key: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value) for key, value in env.items()}
+
+
 def command(service: dict[str, Any]) -> list[str]:
     """A service's command as a list of words."""
     cmd = service.get("command") or []
@@ -106,11 +111,18 @@ def healthcheck_ports(service: dict[str, Any]) -> set[int]:
 
 
 def run_compose(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    env_file_path: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run Compose v1 on docker-compose.yml, ignoring any .env of the working tree."""
-    empty_env_file = tmp_path / "empty.env"
-    empty_env_file.touch()
+    """Run Compose v1 on docker-compose.yml with ``env_file_path`` (default: an empty one).
+
+    Never with the working tree's .env, whose settings are a developer's own.
+    """
+    if env_file_path is None:
+        env_file_path = tmp_path / "empty.env"
+        env_file_path.touch()
     binary = shutil.which(COMPOSE_BINARY)
     assert binary is not None, (
         f"{COMPOSE_BINARY} is not installed: apt-get install -y {COMPOSE_PACKAGE} "
@@ -118,7 +130,7 @@ def run_compose(
     )
     base = {key: value for key, value in os.environ.items() if key != "PREQUAL_RELAY"}
     return subprocess.run(
-        [binary, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), *args],
+        [binary, "--env-file", str(env_file_path), "-f", str(COMPOSE_FILE), *args],
         cwd=ROOT,
         env={**base, **(env or {})},
         capture_output=True,
@@ -199,7 +211,7 @@ def test_the_processes_listen_on_every_interface_and_reach_the_servers_by_servic
     advertised = environment(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
 
     for name, service in prequal_services(compose).items():
-        env = environment(service)
+        env = unset(environment(service))
         assert env["PREQUAL_HTTP_HOST"] == "0.0.0.0", name  # noqa: S104 - containers
         assert env["PREQUAL_PG_HOST"] == "postgres", name
         assert env["PREQUAL_PG_PORT"] == "5432", name
@@ -276,7 +288,7 @@ def test_postgres_15_runs_with_logical_wal_level_for_debezium() -> None:
 
 def test_kafka_runs_one_kraft_node_reachable_at_kafka_9092() -> None:
     kafka = load_compose()["services"]["kafka"]
-    env = environment(kafka)
+    env = unset(environment(kafka))  # without the cluster's env file
 
     assert kafka["image"].startswith("apache/kafka:")
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -455,6 +467,102 @@ def test_the_relay_switches_to_debezium_through_prequal_relay_defaulting_to_poll
     assert connect_port == {8083}
 
 
+# ----------------------------------------------------------------------- cluster profile
+
+CLUSTER_ENV_FILE = ROOT / "infra" / "kafka" / "compose-cluster.env"
+CLUSTER_NODES = ("kafka", "kafka-2", "kafka-3")
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """A Compose env file's NAME=value lines."""
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_the_cluster_profile_adds_two_kafka_nodes_only() -> None:
+    services = load_compose()["services"]
+    in_cluster = {name for name, svc in services.items() if "cluster" in svc.get("profiles", [])}
+
+    assert in_cluster == {"kafka-2", "kafka-3"}
+    assert not services["kafka"].get("profiles"), "node 1 is the default kafka service"
+    for node in in_cluster:
+        assert services[node]["image"] == services["kafka"]["image"], node
+
+
+def test_the_cluster_env_file_turns_the_profile_on_and_chooses_three_brokers() -> None:
+    env = env_file(CLUSTER_ENV_FILE)
+
+    assert env["COMPOSE_PROFILES"] == "cluster"
+    assert env["PREQUAL_KAFKA_BROKERS"] == "3"
+    settings = Settings(
+        kafka_brokers=3, kafka_bootstrap_servers=env["PREQUAL_KAFKA_BOOTSTRAP_SERVERS"]
+    )
+    assert settings.topic_replication_factor == 3
+    assert settings.topic_min_insync_replicas == 2
+
+
+def test_the_local_clusters_brokers_are_the_bootstrap_default_of_three_brokers() -> None:
+    settings = Settings(kafka_brokers=3)
+
+    assert settings.kafka_bootstrap_servers.split(",") == [
+        "127.0.0.1:9092",
+        "127.0.0.1:9094",
+        "127.0.0.1:9096",
+    ]
+    assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (3, 2)
+    assert Settings().topic_replication_factor == 1, "one broker keeps one replica"
+
+
+def test_with_the_cluster_env_file_three_nodes_form_one_quorum_and_replicate_thrice(
+    tmp_path: Path,
+) -> None:
+    result = run_compose(tmp_path, "config", env_file_path=CLUSTER_ENV_FILE)
+
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    nodes = {name: environment(services[name]) for name in CLUSTER_NODES}
+    assert {env["KAFKA_NODE_ID"] for env in nodes.values()} == {"1", "2", "3"}
+    assert len({env["CLUSTER_ID"] for env in nodes.values()}) == 1
+    for name, env in nodes.items():
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092", name
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == (
+            "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+        ), name
+        for replicated in (
+            "KAFKA_DEFAULT_REPLICATION_FACTOR",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        ):
+            assert env[replicated] == "3", (name, replicated)
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2", name
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2", name
+        assert env["KAFKA_HEAP_OPTS"] == "-Xms384m -Xmx384m", name
+    for name, service in prequal_services({"services": services}).items():
+        env = environment(service)
+        assert env["PREQUAL_KAFKA_BROKERS"] == "3", name
+        assert env["PREQUAL_KAFKA_BOOTSTRAP_SERVERS"].split(",") == [
+            f"{node}:9092" for node in CLUSTER_NODES
+        ], name
+
+
+def test_without_the_cluster_env_file_kafka_is_one_node_with_one_replica(
+    tmp_path: Path,
+) -> None:
+    result = run_compose(tmp_path, "config")
+
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    kafka = environment(services["kafka"])
+    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    assert kafka["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert kafka["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
+    for name, service in prequal_services({"services": services}).items():
+        env = environment(service)
+        assert env["PREQUAL_KAFKA_BROKERS"] == "1", name
+        assert env["PREQUAL_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092", name
+
+
 # -------------------------------------------------------------------- monitoring profile
 
 
@@ -475,8 +583,8 @@ def test_the_monitoring_profile_adds_grafana_on_top_of_the_default_prometheus() 
 
 @pytest.mark.parametrize(
     "profile",
-    [[], ["--profile", "cdc"], ["--profile", "monitoring"]],
-    ids=["default", "cdc", "monitoring"],
+    [[], ["--profile", "cdc"], ["--profile", "monitoring"], ["--profile", "cluster"]],
+    ids=["default", "cdc", "monitoring", "cluster"],
 )
 def test_compose_accepts_the_file(tmp_path: Path, profile: list[str]) -> None:
     result = run_compose(tmp_path, *profile, "config", "-q")
