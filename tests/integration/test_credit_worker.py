@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from credit_worker.single_node import SingleNodeRecovery
 from credit_worker.worker import CreditWorker
 from runtime.kafka import (
     UnreadablePositions,
@@ -141,7 +142,7 @@ def test_a_group_offset_rewound_behind_the_workers_own_commits_reports_nothing_t
     # offsets from before the worker's last transactions, whose reports were visible.
     first = [submitted_event() for _ in range(12)]
     produce_events(settings, settings.topic_submitted, first)
-    worker = CreditWorker(settings)
+    worker = CreditWorker(settings, SingleNodeRecovery(settings))
     with running(worker.run):
         consume(settings, settings.topic_credit_reports, until=count_at_least(12))
     _rewind_group(settings, settings.group_credit_worker, settings.topic_submitted)
@@ -188,14 +189,19 @@ def test_aborting_what_the_worker_left_open_adds_nothing_a_reader_sees(
 ) -> None:
     event = submitted_event()
     produce_events(settings, settings.topic_submitted, [event])
-    worker = CreditWorker(settings)
+    recovery = SingleNodeRecovery(settings)
+    worker = CreditWorker(settings, recovery)
     with running(worker.run):
         [report] = consume(settings, settings.topic_credit_reports, until=count_at_least(1))
 
     group = Consumer(consumer_config(settings, settings.group_credit_worker))
+    producer = worker.new_producer()
+    producer.init_transactions(10)
     before = _group_offsets(settings, group)
     try:
-        worker._abort_left_open(group, {(settings.topic_credit_reports, report.partition)})
+        recovery.close_left_open(
+            group, producer, {(settings.topic_credit_reports, report.partition)}
+        )
         assert _group_offsets(settings, group) == before
     finally:
         group.close()
@@ -218,21 +224,30 @@ def test_aborting_what_the_worker_left_open_adds_nothing_a_reader_sees(
 def test_a_transaction_another_producer_left_open_is_not_guessed_past(
     settings: Settings,
 ) -> None:
-    ensure_topics(settings, [settings.topic_credit_reports])
+    ensure_topics(settings, [settings.topic_submitted, settings.topic_credit_reports])
     other = Producer(producer_config(settings, **{"transactional.id": f"t-{uuid.uuid4()}"}))
     other.init_transactions(10)
     other.begin_transaction()
     other.produce(settings.topic_credit_reports, value=b"open", partition=0)
     other.flush(10)
-    worker = CreditWorker(settings.model_copy(update={"kafka_transaction_timeout_ms": 2_000}))
+    quick = settings.model_copy(update={"kafka_transaction_timeout_ms": 2_000})
+    recovery = SingleNodeRecovery(quick)
+    # This process remembers reporting input 0 to the record the other one holds open,
+    # and the group (new) has no offset: the output topic must decide, and cannot.
+    recovery.committed(
+        [(quick.topic_submitted, 0, 0)],
+        [TopicPartition(quick.topic_submitted, 0, 1)],
+        {(quick.topic_submitted, 0, 0): (quick.topic_credit_reports, 0, 0)},
+    )
+    group = Consumer(consumer_config(quick, f"g-{uuid.uuid4()}"))
+    producer = CreditWorker(quick).new_producer()
+    producer.init_transactions(10)
     try:
         with pytest.raises(UnreadablePositions):
-            worker._visible(
-                Consumer(consumer_config(settings, f"g-{uuid.uuid4()}")),
-                {(settings.topic_credit_reports, 0, 0)},
-            )
+            recovery.resume_positions(group, producer, [TopicPartition(quick.topic_submitted, 0)])
     finally:
         other.abort_transaction(10)
+        group.close()
 
 
 def _group_offsets(settings: Settings, group: Consumer) -> list[tuple[int, int]]:

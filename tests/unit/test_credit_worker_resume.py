@@ -1,17 +1,27 @@
-"""Where the credit worker resumes: the group's offsets, checked against its own commits.
+"""Where the credit worker resumes on the single broker: the group's offsets, checked.
 
-The output topic is the judge where the two disagree; here a stand-in says which output
+:class:`SingleNodeRecovery` checks the group's offsets against its own commits; the
+output topic is the judge where the two disagree. Here a stand-in says which output
 records are visible (tests/integration/test_kafka_visibility.py reads the real broker).
 """
 
 from __future__ import annotations
 
-import pytest
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, TopicPartition
+from typing import Any
 
-import credit_worker.worker as worker_module
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
 from credit_worker.ledger import CommitLedger
-from credit_worker.worker import CreditWorker
+from credit_worker.single_node import SingleNodeRecovery
+from credit_worker.transactions import GroupOffsets
+from credit_worker.worker import recovery_for
 from runtime.kafka import Position, UnreadablePositions
 from runtime.settings import Settings
 
@@ -110,6 +120,9 @@ class _Group:
         self._offsets = offsets
         self.asked = 0
 
+    def assignment(self) -> list[TopicPartition]:
+        return []
+
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         self.asked += 1
         return [
@@ -117,63 +130,134 @@ class _Group:
             for p in partitions
         ]
 
+    def seek(self, partition: TopicPartition) -> None:
+        raise AssertionError("the recovery only says where; the loop seeks")
 
-def _resume(worker: CreditWorker, group: _Group, partitions: list[int]) -> dict[int, int]:
-    positions = worker._resume_positions(  # the rule under test
-        group,  # type: ignore[arg-type]
-        [TopicPartition(IN, p) for p in partitions],
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def poll(self, timeout: float) -> None:
+        return None
+
+
+class _Producer:
+    """Records the fencing transaction the recovery runs."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(f"produce {topic}[{kwargs['partition']}]")
+
+    def send_offsets_to_transaction(
+        self, positions: list[TopicPartition], group_metadata: object, timeout: float
+    ) -> None:
+        self.calls.append("offsets " + ",".join(f"{p.partition}@{p.offset}" for p in positions))
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def purge(self, in_queue: bool, in_flight: bool, blocking: bool) -> None:
+        self.calls.append("purge")
+
+
+class _Visible:
+    """Stands in for the output topic: each call pops the next answer."""
+
+    def __init__(self, *answers: set[Position] | Exception | None) -> None:
+        self._answers = list(answers)
+        self.asked: list[set[Position]] = []
+
+    def __call__(self, _settings: Settings, positions: set[Position], _t: float) -> set[Position]:
+        self.asked.append(set(positions))
+        answer = self._answers.pop(0) if self._answers else None
+        if isinstance(answer, Exception):
+            raise answer
+        return set(positions) if answer is None else answer
+
+
+def _resume(
+    recovery: SingleNodeRecovery, group: _Group, partitions: list[int], producer: Any = None
+) -> dict[int, int]:
+    positions = recovery.resume_positions(
+        group, producer or _Producer(), [TopicPartition(IN, p) for p in partitions]
     )
     return {p.partition: p.offset for p in positions}
 
 
-def test_the_worker_reads_the_output_only_where_the_group_and_its_commits_disagree(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    worker = CreditWorker(Settings())
-    _commit(worker._ledger, 2, range(318, 320), 40)
-    _commit(worker._ledger, 0, range(0, 10), 100)
-    asked: list[set[Position]] = []
+def test_the_worker_reads_the_output_only_where_the_group_and_its_commits_disagree() -> None:
+    visible = _Visible()
+    recovery = SingleNodeRecovery(Settings(), visible)
+    _commit(recovery.ledger, 2, range(318, 320), 40)
+    _commit(recovery.ledger, 0, range(0, 10), 100)
 
-    def visible(_settings: Settings, positions: set[Position], _timeout: float) -> set[Position]:
-        asked.append(set(positions))
-        return set(positions)
-
-    monkeypatch.setattr(worker_module, "visible_positions", visible)
-
-    assert _resume(worker, _Group({0: 10, 2: 318}), [0, 2]) == {0: 10, 2: 320}
-    assert asked == [{(OUT, 0, 40), (OUT, 0, 41)}]
+    assert _resume(recovery, _Group({0: 10, 2: 318}), [0, 2]) == {0: 10, 2: 320}
+    assert visible.asked == [{(OUT, 0, 40), (OUT, 0, 41)}]
 
 
 def test_a_partition_nobody_committed_starts_from_the_beginning() -> None:
-    assert _resume(CreditWorker(Settings()), _Group({}), [1]) == {1: OFFSET_BEGINNING}
+    assert _resume(SingleNodeRecovery(Settings()), _Group({}), [1]) == {1: OFFSET_BEGINNING}
 
 
 def test_no_partitions_means_no_offset_fetch() -> None:
     group = _Group({})
 
-    assert _resume(CreditWorker(Settings()), group, []) == {}
+    assert _resume(SingleNodeRecovery(Settings()), group, []) == {}
     assert group.asked == 0
 
 
-def test_an_open_transaction_in_the_way_is_aborted_before_the_outputs_are_read_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    worker = CreditWorker(Settings())
-    _commit(worker._ledger, 2, range(78, 79), 25)
-    answers: list[set[Position] | Exception] = [
-        UnreadablePositions({(OUT, 0)}, 10),
-        set(),  # after the abort: the report was in the transaction left open
-    ]
-    aborted: list[set[tuple[str, int]]] = []
+def test_an_open_transaction_in_the_way_is_aborted_before_the_outputs_are_read_again() -> None:
+    # After the abort: the report was in the transaction left open, so it is not visible.
+    visible = _Visible(UnreadablePositions({(OUT, 0)}, 10), set())
+    recovery = SingleNodeRecovery(Settings(), visible)
+    _commit(recovery.ledger, 2, range(78, 79), 25)
+    producer = _Producer()
 
-    def visible(_settings: Settings, _positions: set[Position], _timeout: float) -> set[Position]:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+    assert _resume(recovery, _Group({2: 78}), [2], producer) == {2: 78}
+    assert producer.calls == ["begin", f"produce {OUT}[0]", "offsets 2@79", "abort"]
 
-    monkeypatch.setattr(worker_module, "visible_positions", visible)
-    monkeypatch.setattr(worker, "_abort_left_open", lambda _consumer, p: aborted.append(p))
 
-    assert _resume(worker, _Group({2: 78}), [2]) == {2: 78}
-    assert aborted == [{(OUT, 0)}]
+def test_back_on_a_partition_it_committed_on_the_worker_checks_before_consuming() -> None:
+    recovery = SingleNodeRecovery(Settings())
+    _commit(recovery.ledger, 2, range(0, 3), 0)
+
+    assert recovery.check_on_assign([TopicPartition(IN, 2)])
+    assert not recovery.check_on_assign([TopicPartition(IN, 1)])
+
+
+class _FailingGroup(_Group):
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "offset fetch timed out"))
+
+
+def test_the_group_offsets_left_open_are_closed_after_the_second_failed_fetch_in_a_row() -> None:
+    recovery = SingleNodeRecovery(Settings())
+    _commit(recovery.ledger, 2, range(0, 3), 0)
+    producer = _Producer()
+
+    for _ in range(2):
+        with pytest.raises(KafkaException):
+            _resume(recovery, _FailingGroup({}), [2], producer)
+
+    # Only the second failure fences: one failure is usually an outage still ending.
+    assert producer.calls == ["begin", "offsets 2@3", "abort"]
+
+
+def test_the_single_broker_gets_the_checked_recovery_and_the_cluster_the_standard_one() -> None:
+    assert isinstance(recovery_for(Settings(kafka_brokers=1)), SingleNodeRecovery)
+    assert isinstance(recovery_for(Settings(kafka_brokers=3)), GroupOffsets)

@@ -1,4 +1,4 @@
-"""A transactional Kafka call that never returns does not hang the credit worker."""
+"""A transactional Kafka call that never returns does not hang the credit worker (deadline)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from credit_worker.worker import StuckCall, _with_deadline
+from credit_worker.deadline import StuckCall, call_with_deadline
 
 
 def test_a_call_that_returns_in_time_just_returns() -> None:
     calls: list[str] = []
 
-    _with_deadline(lambda: calls.append("done"), 5)
+    call_with_deadline(lambda: calls.append("done"), 5)
 
     assert calls == ["done"]
 
@@ -27,7 +27,7 @@ def test_a_call_blocked_past_its_deadline_is_abandoned_as_stuck() -> None:
         release.wait(30)
 
     with pytest.raises(StuckCall, match="stuck"):
-        _with_deadline(blocked, 0.2)
+        call_with_deadline(blocked, 0.2)
 
     assert time.monotonic() - started < 5
     release.set()
@@ -38,6 +38,6 @@ def test_a_kafka_error_raised_by_the_call_reaches_the_caller() -> None:
         raise KafkaException(KafkaError(KafkaError._FENCED))
 
     with pytest.raises(KafkaException) as raised:
-        _with_deadline(fail, 5)
+        call_with_deadline(fail, 5)
 
     assert raised.value.args[0].code() == KafkaError._FENCED
