@@ -29,9 +29,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
-STATUSES = ("PENDING", "PRE_APPROVED", "REJECTED", "MANUAL_REVIEW")
-LOAN_TYPES = ("PERSONAL", "HOME", "AUTO")
-
 applications = Table(
     "applications",
     metadata,
