@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
@@ -12,6 +14,7 @@ from outbox.append import OutboxMessage, append_sync
 from outbox.consumer import PermanentFailure
 from runtime.logging import get_logger
 from schema.events import (
+    ApplicationStatus,
     CreditReportEvent,
     DecidedEvent,
     Envelope,
@@ -26,38 +29,91 @@ _log = get_logger(__name__)
 # The WHERE clause is the guarantee that a decided application never changes again,
 # whatever arrives later: only the PENDING → decided transition updates a row.
 _DECIDE = """
-    UPDATE applications
-       SET status = %(status)s, cibil_score = %(score)s
-     WHERE id = %(id)s AND status = 'PENDING'
- RETURNING created_at, client_id
+    UPDATE applications AS a
+       SET status = d.status, cibil_score = d.score
+      FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(scores)s::int[]) AS d(id, status, score)
+     WHERE a.id = d.id AND a.status = 'PENDING'
+ RETURNING a.id, a.created_at, a.client_id
 """
 
 
 class DecisionHandler:
-    """The decision worker's effect for one ``CreditReportGenerated`` event."""
+    """The decision worker's effect for a set of new ``CreditReportGenerated`` events."""
 
     def __init__(self, decisions_topic: str) -> None:
         self._topic = decisions_topic
 
-    def __call__(self, conn: psycopg.Connection, event: Envelope[Any]) -> None:
-        """Decide and, on the PENDING → decided transition only, append the decided event."""
-        if not isinstance(event, CreditReportEvent):
-            raise PermanentFailure(f"decision worker does not handle {event.event_type.value}")
-        report = event.data
-        status = decide(report)
-        row = conn.execute(
-            _DECIDE,
-            {"status": status.value, "score": report.cibil_score, "id": report.application_id},
-        ).fetchone()
-        if row is None:
-            exists = conn.execute(
-                "SELECT 1 FROM applications WHERE id = %s", (report.application_id,)
-            ).fetchone()
-            if exists is None:
-                raise PermanentFailure(f"application {report.application_id} does not exist")
-            return  # already decided: the first decision stands
+    def __call__(self, conn: psycopg.Connection, events: Sequence[Envelope[Any]]) -> None:
+        """Decide each application; on the PENDING → decided transition, append its event.
+
+        One UPDATE for the set and one outbox INSERT for the decided ones. Raises
+        :class:`PermanentFailure` for an event that is no credit report, or whose
+        application does not exist.
+        """
+        first: dict[UUID, CreditReportEvent] = {}
+        for event in events:
+            if not isinstance(event, CreditReportEvent):
+                raise PermanentFailure(f"decision worker does not handle {event.event_type.value}")
+            # Two reports for one application: the first decides, as if one after the other.
+            first.setdefault(event.data.application_id, event)
+        reports = list(first.values())
+        statuses = [decide(event.data) for event in reports]
+        decided = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                _DECIDE,
+                {
+                    "ids": [event.data.application_id for event in reports],
+                    "statuses": [status.value for status in statuses],
+                    "scores": [event.data.cibil_score for event in reports],
+                },
+            )
+        }
+        if len(decided) < len(reports):
+            self._require_existing(
+                conn, [e for e in reports if e.data.application_id not in decided]
+            )
         now = datetime.now(UTC)
-        decided = DecidedEvent(
+        messages = [
+            OutboxMessage(
+                self._decided(event, status, *decided[event.data.application_id], now), self._topic
+            )
+            for event, status in zip(reports, statuses, strict=True)
+            if event.data.application_id in decided
+        ]
+        append_sync(conn, *messages)
+        # One line per decision, with its correlation id: the trail an operator follows
+        # from a request to its decision. It is written before the commit, so a batch
+        # rolled back (a retry, or a probe for a poison message) logs its decisions again.
+        for message in messages:
+            _log.info(
+                "application.decided",
+                application_id=str(message.envelope.aggregate_id),
+                status=message.envelope.data.status.value,
+                correlation_id=message.envelope.correlation_id,
+            )
+
+    @staticmethod
+    def _require_existing(conn: psycopg.Connection, undecided: list[CreditReportEvent]) -> None:
+        """Raise for the first report whose application does not exist; others were decided."""
+        ids = [event.data.application_id for event in undecided]
+        existing = {
+            row[0] for row in conn.execute("SELECT id FROM applications WHERE id = ANY(%s)", (ids,))
+        }
+        for application_id in ids:
+            if application_id not in existing:
+                raise PermanentFailure(f"application {application_id} does not exist")
+
+    @staticmethod
+    def _decided(
+        event: CreditReportEvent,
+        status: ApplicationStatus,
+        submitted_at: datetime,
+        client_id: str,
+        now: datetime,
+    ) -> DecidedEvent:
+        report = event.data
+        return DecidedEvent(
             event_id=derived_event_id(EventType.LOAN_APPLICATION_DECIDED, event.event_id),
             occurred_at=now,
             aggregate_id=report.application_id,
@@ -67,15 +123,8 @@ class DecisionHandler:
                 application_id=report.application_id,
                 status=status,
                 cibil_score=report.cibil_score,
-                submitted_at=row[0],
+                submitted_at=submitted_at,
                 decided_at=now,
-                client_id=row[1] or None,
+                client_id=client_id or None,
             ),
-        )
-        append_sync(conn, OutboxMessage(decided, self._topic))
-        _log.info(
-            "application.decided",
-            application_id=str(report.application_id),
-            status=status.value,
-            cibil_score=report.cibil_score,
         )

@@ -1,11 +1,15 @@
 """The reliable consume loop: each event's effect applied exactly once in PostgreSQL.
 
-For every batch: one database transaction records ``(consumer, event_id)`` in the inbox
-and runs the handler, message by message (each in a savepoint), so that a duplicate is
-recognised and skipped, and a message that can never succeed is set aside without
-undoing its neighbours. Those go to the dead-letter topic *before* the commit. Only
-after the commit are the Kafka offsets committed: a crash anywhere means redelivery,
-and redelivery means an inbox hit, never a second effect.
+For every batch, one database transaction records the batch's event ids in the inbox
+in one statement (``ON CONFLICT DO NOTHING RETURNING``) and hands the handler only the
+new ones, which it applies as a set. A redelivered event is an inbox hit, never a second
+effect. Only after the commit are the Kafka offsets committed: a crash anywhere means
+redelivery.
+
+A message that can never succeed (undecodable, refused by the handler or by the
+database) goes to the dead-letter topic *before* the commit, and the batch is applied
+without it: no savepoint per message. Which message it was is found by bisecting the
+batch, in rolled-back probe transactions, only when a batch fails that way.
 
 A transient failure (the database or the broker not answering) rolls the batch back
 and retries it with backoff, without skipping a message or losing the partition's place.
@@ -34,7 +38,7 @@ from runtime.kafka import (
     next_offsets,
     producer_config,
 )
-from runtime.logging import bind_correlation_id, clear_context, get_logger
+from runtime.logging import get_logger
 from runtime.observability import ObservabilityServer
 from runtime.process import Backoff, loop_liveness, stop_on_signals
 from runtime.settings import Settings
@@ -42,8 +46,12 @@ from schema.events import Envelope, UndecodableEvent, decode_event
 
 _log = get_logger(__name__)
 
-Handler = Callable[[psycopg.Connection, Envelope[Any]], None]
-"""Applies one event inside the caller's transaction; never commits."""
+Handler = Callable[[psycopg.Connection, Sequence[Envelope[Any]]], None]
+"""Applies new events, as a set, inside the caller's transaction; never commits.
+
+Raises :class:`PermanentFailure` (or lets a ``psycopg`` data error through) when one of
+them can never succeed.
+"""
 
 
 class PermanentFailure(Exception):
@@ -162,54 +170,77 @@ class InboxConsumer:
     def handle_batch(self, batch: Sequence[Message]) -> Tally[str]:
         """Apply ``batch`` in one transaction; dead-letter what can never succeed.
 
-        Returns how many messages were applied, duplicates or dead-lettered.
+        Returns how many messages were applied, duplicates or dead-lettered. Raises a
+        transient error (``psycopg.OperationalError``, :class:`TransientFailure`) when a
+        dependency did not answer: nothing of the batch is then committed.
         """
-        outcomes: Tally[str] = Tally()
-        dead: list[tuple[Message, str]] = []
         conn = self._connection()
-        with conn.transaction():
-            for message in batch:
-                reason = self._apply(conn, message, outcomes)
-                if reason is not None:
-                    dead.append((message, reason))
-            if dead:
-                self._dead_letter(dead)
-                outcomes["dead_lettered"] += len(dead)
-        return outcomes
+        decoded, dead = _decode(batch)
+        while True:
+            try:
+                with conn.transaction():
+                    applied, duplicates = self._apply(conn, [event for _, event in decoded])
+                    if dead:
+                        self._dead_letter(dead)
+            except _TRANSIENT:
+                raise
+            except (PermanentFailure, psycopg.Error) as error:
+                index, reason = self._first_poison(conn, decoded, _reason(error))
+                dead.append((decoded.pop(index)[0], reason))
+                continue
+            outcomes = Tally(applied=applied, duplicate=duplicates, dead_lettered=len(dead))
+            return +outcomes  # only the outcomes that happened
 
-    def _apply(
-        self, conn: psycopg.Connection, message: Message, outcomes: Tally[str]
-    ) -> str | None:
-        """Apply one message in a savepoint; the reason it must be dead-lettered, if so."""
+    def _apply(self, conn: psycopg.Connection, events: list[Envelope[Any]]) -> tuple[int, int]:
+        """Record ``events`` in the inbox and apply the new ones: (applied, duplicates)."""
+        if not events:
+            return 0, 0
+        recorded = {
+            row[0]
+            for row in conn.execute(
+                "INSERT INTO inbox (consumer, event_id) SELECT %s, unnest(%s::uuid[])"
+                " ON CONFLICT DO NOTHING RETURNING event_id",
+                (self.name, [event.event_id for event in events]),
+            )
+        }
+        # The first of each event id is new; a copy later in the same batch is a duplicate.
+        fresh = []
+        for event in events:
+            if event.event_id in recorded:
+                recorded.discard(event.event_id)
+                fresh.append(event)
+        if fresh:
+            self._handler(conn, fresh)
+        return len(fresh), len(events) - len(fresh)
+
+    def _first_poison(
+        self, conn: psycopg.Connection, decoded: list[tuple[Message, Envelope[Any]]], reason: str
+    ) -> tuple[int, str]:
+        """The index of the first message whose prefix of the batch fails, and why.
+
+        The whole batch failed with ``reason``; the prefixes are tried in transactions
+        that are always rolled back (binary search: log2 of the batch size probes).
+        """
+        low, high = 1, len(decoded)  # decoded[:high] is known to fail
+        while low < high:
+            middle = (low + high) // 2
+            failure = self._fails(conn, [event for _, event in decoded[:middle]])
+            if failure is None:
+                low = middle + 1
+            else:
+                high, reason = middle, failure
+        return high - 1, reason
+
+    def _fails(self, conn: psycopg.Connection, events: list[Envelope[Any]]) -> str | None:
+        """Why applying ``events`` fails for a reason of their own, or None; never commits."""
         try:
-            event = decode_event(message.value())
-        except UndecodableEvent as error:
-            return str(error)
-        clear_context()
-        bind_correlation_id(event.correlation_id)
-        try:
-            with conn.transaction():
-                if not self._record(conn, event):
-                    outcomes["duplicate"] += 1
-                    return None
-                self._handler(conn, event)
-        except PermanentFailure as failure:
-            return failure.reason
+            with conn.transaction(force_rollback=True):
+                self._apply(conn, events)
         except _TRANSIENT:
             raise
-        except psycopg.Error as error:
-            # A constraint or data error is a property of this message: retrying cannot help.
-            primary = error.diag.message_primary or type(error).__name__
-            return f"database refused the effect: {primary}"
-        outcomes["applied"] += 1
+        except (PermanentFailure, psycopg.Error) as error:
+            return _reason(error)
         return None
-
-    def _record(self, conn: psycopg.Connection, event: Envelope[Any]) -> bool:
-        cursor = conn.execute(
-            "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (self.name, event.event_id),
-        )
-        return cursor.rowcount == 1
 
     def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
         if self._dlq is None:
@@ -261,6 +292,30 @@ class InboxConsumer:
                 self._conn.close()
             finally:
                 self._conn = None
+
+
+def _decode(
+    batch: Sequence[Message],
+) -> tuple[list[tuple[Message, Envelope[Any]]], list[tuple[Message, str]]]:
+    """The batch's events, and the messages that are no event at all with the reason."""
+    decoded: list[tuple[Message, Envelope[Any]]] = []
+    dead: list[tuple[Message, str]] = []
+    for message in batch:
+        try:
+            decoded.append((message, decode_event(message.value())))
+        except UndecodableEvent as error:
+            dead.append((message, str(error)))
+    return decoded, dead
+
+
+def _reason(error: Exception) -> str:
+    """Why a message can never succeed, for the dead-letter headers (no SQL parameters)."""
+    if isinstance(error, PermanentFailure):
+        return error.reason
+    if isinstance(error, psycopg.Error):
+        # A constraint or data error is a property of the message: retrying cannot help.
+        return f"database refused the effect: {error.diag.message_primary or type(error).__name__}"
+    return str(error)
 
 
 def run_consumer_process(loop: InboxConsumer, settings: Settings, metrics_port: int) -> None:
