@@ -8,8 +8,6 @@ whole log (and /metrics, and the dead-letter reasons) is searched for the full P
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -22,6 +20,7 @@ from tests.conftest import Spawn
 from tests.support.auth import bearer
 from tests.support.kafka import consume, count_at_least, produce
 from tests.support.pipeline import PROCESSES, Pipeline, start_pipeline
+from tests.support.polling import decided
 
 # Fixed-score PANs and ordinary ones; each is decided end to end.
 DECIDED_PANS = ["ABCDE1234F", "FGHIJ5678K", "KQZXW2468M", "RTYUI1357V"]
@@ -47,16 +46,6 @@ def _body(pan: str, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-async def _decided(http: httpx.AsyncClient, location: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = (await http.get(location)).json()
-        if body["status"] != "PENDING":
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{location} still PENDING after {timeout_s}s")
 
 
 def _poison(settings: Settings) -> None:
@@ -117,8 +106,8 @@ async def test_no_process_logs_a_full_pan_and_the_masked_form_shows_the_right_lo
             assert REFUSED_PAN not in response.text
 
         _poison(pipeline.settings)
-        decided = [await _decided(http, r.headers["location"], 30) for r in accepted]
-        assert all(d["status"] != "PENDING" for d in decided)
+        finals = [await decided(http, r.headers["location"], 30) for r in accepted]
+        assert all(d["status"] != "PENDING" for d in finals)
         metrics = {name: (await http.get(pipeline.metrics_url(name))).text for name in PROCESSES}
 
     dead = consume(pipeline.settings, pipeline.settings.topic_dlq, until=count_at_least(4))

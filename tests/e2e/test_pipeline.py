@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.conftest import Spawn
 from tests.support.auth import bearer
 from tests.support.infra import connect_running
 from tests.support.pipeline import PROCESSES, Pipeline, start_pipeline
+from tests.support.polling import decided
 from tests.support.processes import wait_until
 
 
@@ -73,27 +73,6 @@ EXPECTED: list[tuple[tuple[str, str, str, str], tuple[str, int | None]]] = [
 ]
 
 
-async def _final(query: httpx.AsyncClient, location: str, timeout_s: float) -> dict[str, Any]:
-    """Poll ``location`` until it is decided, as a client following the README would.
-
-    A 503 (the read deadline met on two shared cores) is waited out after Retry-After;
-    any other answer but 200 fails the test.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        response = await query.get(location)
-        if response.status_code == 503:
-            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-            continue
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        if body["status"] != "PENDING":
-            return body
-        # Two hundred pollers at once: 0.2 s apart keeps them from crowding out the rest.
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{location} still PENDING after {timeout_s}s")
-
-
 async def test_stories_1_to_5_through_http_special_pans_and_manual_review(
     pipeline: Pipeline, db: psycopg.Connection
 ) -> None:
@@ -106,7 +85,7 @@ async def test_stories_1_to_5_through_http_special_pans_and_manual_review(
             location = accepted.headers["location"]
             pending = await http.get(location)
             assert pending.status_code == 200  # story 3: readable at once
-            final = await _final(http, location, 15)
+            final = await decided(http, location, 15)
             assert (final["status"], final["cibil_score"]) == (status, score)
             stored = db.execute(
                 "SELECT status, cibil_score FROM applications WHERE id = %s",
@@ -148,7 +127,7 @@ async def test_200_concurrent_applications_each_reach_exactly_one_expected_final
             ]
         )
         assert [r.status_code for r in accepted] == [202] * 200
-        finals = await asyncio.gather(*[_final(http, r.headers["location"], 60) for r in accepted])
+        finals = await asyncio.gather(*[decided(http, r.headers["location"], 60) for r in accepted])
 
     for (request, (status, score)), final in zip(cases, finals, strict=True):
         assert final["status"] == status, request
@@ -181,7 +160,7 @@ async def test_every_process_shows_nonzero_counts_for_the_series_it_owns(
 ) -> None:
     async with httpx.AsyncClient(timeout=10, headers=bearer(pipeline.settings)) as http:
         accepted = await http.post(f"{pipeline.command}/applications", json=_body(*EXPECTED[0][0]))
-        await _final(http, accepted.headers["location"], 15)
+        await decided(http, accepted.headers["location"], 15)
         texts = {name: (await http.get(pipeline.metrics_url(name))).text for name in PROCESSES}
 
     assert (
@@ -234,7 +213,7 @@ async def test_worker_logs_carry_the_correlation_id_of_the_original_request(
             json=_body(*EXPECTED[0][0]),
             headers={"X-Correlation-ID": "e2e-trace-42"},
         )
-        await _final(http, accepted.headers["location"], 15)
+        await decided(http, accepted.headers["location"], 15)
 
     decision = pipeline.processes["decision-worker"]
     wait_until(lambda: "e2e-trace-42" in decision.log(), 5, decision.describe)
