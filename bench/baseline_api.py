@@ -33,9 +33,9 @@ from outbox.headers import event_headers
 from runtime.db import create_engine, database_errors
 from runtime.deadline import Budget
 from runtime.errors import DependencyUnavailable
-from runtime.http import serve, serve_workers
 from runtime.kafka import producer_config
 from runtime.logging import configure_logging
+from runtime.serving import serve, serve_workers
 from runtime.settings import Settings
 
 # The application and projection rows exactly as ours stores them; no outbox row. One

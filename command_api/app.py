@@ -12,18 +12,16 @@ from fastapi import Depends, FastAPI, Header, Request, Response, status
 
 from command_api.models import ApplicationAccepted, ApplicationRequest
 from command_api.submit import IDEMPOTENCY_HEADER, SubmitApplication, SubmitContext
+from runtime import metrics
 from runtime.auth import Principal, TokenVerifier, auth_responses, document_scopes, requires
 from runtime.breaker import DatabaseBreaker
 from runtime.db import create_engine
 from runtime.docs_ui import install_docs
-from runtime.http import (
-    PROBLEM_CONTENT,
-    ExactJsonRoute,
-    install_error_handlers,
-    install_health,
-    install_observability,
-    install_request_limits,
-)
+from runtime.exact_json import ExactJsonRoute
+from runtime.health_routes import health_router
+from runtime.limits import install_request_limits
+from runtime.middleware import install_observability
+from runtime.problems import PROBLEM_CONTENT, install_error_handlers
 from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
 
@@ -98,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         # header: a spoofed Host would send the client (and its PAN) elsewhere.
         redirect_slashes=False,
     )
-    # JSON numbers read exactly, as Decimal (runtime.http.ExactJsonRequest).
+    # JSON numbers read exactly, as Decimal (runtime.exact_json.ExactJsonRequest).
     app.router.route_class = ExactJsonRoute
     breaker = DatabaseBreaker(
         "command-api", settings.db_breaker_threshold, settings.db_breaker_open_s
@@ -115,10 +113,14 @@ def create_app(settings: Settings) -> FastAPI:
         limiter,
     )
     app.state.tokens = TokenVerifier(settings)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.breaker = breaker
     install_observability(app, "command-api")
     install_request_limits(app, settings)
-    install_health(app, engine, breaker, settings.health_deadline_s, "commandApiHealth")
     install_error_handlers(app)
+    app.include_router(metrics.router)
+    app.include_router(health_router("commandApiHealth"))
 
     @app.post(
         "/applications",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from command_api.app import create_app
-from runtime.http import serve, serve_workers
 from runtime.logging import configure_logging
+from runtime.serving import serve, serve_workers
 from runtime.settings import Settings
 
 

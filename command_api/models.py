@@ -22,7 +22,7 @@ from schema.events import LoanType
 #: The one grammar of an amount given as a string: digits, then optionally a point and
 #: digits ("75000", "75000.5", "75000.00"). No sign, exponent, spaces or underscores:
 #: Python's Decimal() accepts "75_000" and " 7.5e4 ", which no client should rely on.
-#: A JSON number is read exactly (runtime.http.ExactJsonRequest), exponent included.
+#: A JSON number is read exactly (runtime.exact_json.ExactJsonRequest), exponent included.
 #: Either way the value must then be > 0 with at most 2 decimals and 12 digits, which is
 #: NUMERIC(12,2) and the events' wire format ^[0-9]{1,10}\.[0-9]{2}$.
 AMOUNT_STRING = re.compile(r"[0-9]+(\.[0-9]+)?")

@@ -12,19 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from query_api.models import ApplicationStatusResponse
+from runtime import metrics
 from runtime.auth import Principal, TokenVerifier, auth_responses, document_scopes, requires
 from runtime.breaker import DatabaseBreaker
 from runtime.db import create_engine
 from runtime.deadline import Budget, bounded_connection
 from runtime.docs_ui import install_docs
 from runtime.errors import NotFound
-from runtime.http import (
-    PROBLEM_CONTENT,
-    install_error_handlers,
-    install_health,
-    install_observability,
-    install_request_limits,
-)
+from runtime.health_routes import health_router
+from runtime.limits import install_request_limits
+from runtime.middleware import install_observability
+from runtime.problems import PROBLEM_CONTENT, install_error_handlers
 from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
 from schema.tables import application_status
@@ -121,10 +119,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.reader = StatusReader(engine, breaker, limiter, settings.db_deadline_s)
     app.state.tokens = TokenVerifier(settings)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.breaker = breaker
     install_observability(app, "query-api")
     install_request_limits(app, settings)
-    install_health(app, engine, breaker, settings.health_deadline_s, "queryApiHealth")
     install_error_handlers(app)
+    app.include_router(metrics.router)
+    app.include_router(health_router("queryApiHealth"))
 
     @app.get(
         "/applications/{application_id}/status",

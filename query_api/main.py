@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from query_api.app import create_app
-from runtime.http import serve
 from runtime.logging import configure_logging
+from runtime.serving import serve
 from runtime.settings import Settings
 
 

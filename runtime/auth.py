@@ -31,6 +31,7 @@ from runtime.dev_issuer import development_jwks
 from runtime.errors import DependencyUnavailable, Forbidden, Unauthenticated
 from runtime.logging import get_logger
 from runtime.openapi import amend_operations
+from runtime.problems import PROBLEM_CONTENT
 from runtime.settings import Settings
 
 _log = get_logger(__name__)
@@ -247,7 +248,6 @@ def document_scopes(app: FastAPI, scopes: dict[str, str]) -> None:
 
 def auth_responses(scope: str) -> dict[int | str, dict[str, Any]]:
     """The documented 401, 403 and 429 answers of an operation needing ``scope``."""
-    from runtime.http import PROBLEM_CONTENT  # noqa: PLC0415 — http builds on errors, not auth
 
     def problem(status: int, title: str, slug: str, detail: str) -> dict[str, Any]:
         example = {

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from runtime.errors import FieldError
-from runtime.http import problem_body
+from runtime.problems import problem_body
 
 #: The vendored Swagger UI and ReDoc files (see ``runtime/static/README.md``).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -41,7 +41,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 EXAMPLE_ID = "3f2b8c1e-5d4a-4e8b-9c7d-1a2b3c4d5e6f"
 EXAMPLE_CORRELATION_ID = "0d9e4c7a-8b1f-4f2e-a5c3-9e7d6b5a4c31"
 #: Titles and slugs of the problems the APIs send (``runtime.errors`` and the HTTP
-#: exception handler of ``runtime.http``); any other status gets its HTTP phrase.
+#: exception handler of ``runtime.problems``); any other status gets its HTTP phrase.
 _PROBLEM_KINDS = {
     404: ("Not found", "not-found"),
     409: ("Conflict", "conflict"),
@@ -108,7 +108,7 @@ def _root_path(request: Request) -> str:
 def add_problem_examples(document: dict[str, Any]) -> dict[str, Any]:
     """Give every problem+json response of ``document`` an example of its own status.
 
-    Built with :func:`runtime.http.problem_body`, so an example has exactly the shape
+    Built with :func:`runtime.problems.problem_body`, so an example has exactly the shape
     the error handlers send; the response's description is its ``detail``, and a 422
     names an input of its operation. Responses that have an example keep it.
     """

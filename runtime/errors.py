@@ -1,7 +1,7 @@
 """The exceptions adapters raise and the HTTP boundary renders as problem+json.
 
 Code below the boundary raises these (never an HTTP framework's exception); one handler
-in :mod:`runtime.http` turns each into the single error shape of both APIs.
+in :mod:`runtime.problems` turns each into the single error shape of both APIs.
 """
 
 from __future__ import annotations

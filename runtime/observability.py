@@ -16,8 +16,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from runtime.errors import DependencyUnavailable
-from runtime.http import problem_body
 from runtime.logging import get_logger
+from runtime.problems import problem_body
 
 #: A named check: returns normally when the dependency answers, raises otherwise.
 Check = Callable[[], None]

@@ -17,7 +17,8 @@ from fastapi import FastAPI
 
 from command_api.app import create_app as create_command_app
 from query_api.app import create_app as create_query_app
-from runtime.http import install_error_handlers, install_observability
+from runtime.middleware import install_observability
+from runtime.problems import install_error_handlers
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
 from tests.support.auth import api_client

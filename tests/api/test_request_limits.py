@@ -15,14 +15,8 @@ from starlette.types import Message, Scope
 
 from command_api.app import create_app as create_command_app
 from query_api.app import create_app as create_query_app
-from runtime.http import (
-    HeadAsGetMiddleware,
-    RequestContextMiddleware,
-    RequestLimitsMiddleware,
-    install_observability,
-    install_request_limits,
-    is_json_media_type,
-)
+from runtime.limits import RequestLimitsMiddleware, install_request_limits, is_json_media_type
+from runtime.middleware import HeadAsGetMiddleware, RequestContextMiddleware, install_observability
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
 
