@@ -10,7 +10,7 @@ PY_PACKAGES := runtime schema outbox command_api query_api credit_worker decisio
 -include .env
 export
 
-.PHONY: audit chart shellcheck test-faults test-cluster bench bench-smoke bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit chart shellcheck test-faults test-cluster bench bench-smoke bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -101,6 +101,10 @@ bench: .venv/.installed infra-up ## Every benchmark side by side; writes bench/r
 
 bench-smoke: .venv/.installed infra-up ## Every benchmark section, briefly (CI: keeps the harness working)
 	$(RUN) python -m bench.run --smoke --out bench/results/bench-smoke.json --plot bench/results/bench-smoke.png
+
+# On servers of its own (.infra/bench-cluster, free ports), started and stopped by the module.
+bench-cluster: .venv/.installed ## The pipeline benchmark on a three-broker KRaft cluster (3 replicas, min ISR 2)
+	$(RUN) python -m bench.cluster_pipeline --out bench/results/pipeline_cluster.json
 
 bench-relay: .venv/.installed infra-up migrate ## Commit-to-Kafka latency of both relays at one rate
 	$(RUN) python -m bench.relay_latency --rate 200 --seconds 15 --out bench/results/relay_latency.json

@@ -227,7 +227,13 @@ def machine(settings: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": server,
         "postgresql_durability": durability,
-        "kafka": "4.3.1 (one KRaft node)",
+        # PREQUAL_KAFKA_BROKERS=3 benchmarks the three-broker cluster (3 replicas, acks=all
+        # waiting for 2 of them): the figures must say which.
+        "kafka": (
+            "4.3.1 (one KRaft node)"
+            if settings.kafka_brokers == 1
+            else "4.3.1 (three KRaft nodes, 3 replicas, min.insync.replicas 2)"
+        ),
         "debezium": "3.6.3.Final on Kafka Connect 4.3.1 (standalone)",
         "librdkafka": confluent_kafka.libversion()[0],
         "packages": versions,

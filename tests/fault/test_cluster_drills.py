@@ -68,9 +68,15 @@ GET_RATE = 20.0  # GET /applications/{id}/status per second
 STARTUP_S = 2.0  # for the load generator's process to start before its first send
 BEFORE_S = 4.0  # load before the fault: the steady state
 DOWN_S = 5.0  # how long a killed broker stays down before it is restarted
-#: The APIs write PostgreSQL only, so a broker's loss should not reach them at all; the
-#: bound is generous because two shared cores also run three brokers and the load.
-P99_LIMIT_S = 3.0
+# Load long enough to cover the fault and the recovery after it: a kill, 5 s down and a
+# restart take 15-20 s on a quiet machine, a rolling restart three times that.
+KILL_LOAD_S = 35.0
+ROLLING_LOAD_S = 75.0
+#: The APIs write PostgreSQL only, so a broker's loss should not reach them at all; but
+#: on two cores a restarting broker's JVM (its start and JIT) takes CPU from them, and a
+#: request waits for a core before its 2 s deadline starts. Twice the network-fault
+#: drills' limit (deadline + 0.5 s): what the drill catches is a hang, not a slow core.
+P99_LIMIT_S = 5.0
 DECIDE_TIMEOUT_S = 90.0  # after the load ends, for every accepted application
 
 
@@ -138,7 +144,7 @@ class Drill:
     load_end_s: float = 0.0
     what: str = ""  # the fault as it happened (which node, failover, in-sync times)
     answers: list[Answer] = field(default_factory=list)
-    backlog_decided_s: float | None = None  # when those accepted before healing were
+    backlog_decided_s: float | None = None  # when those stored before the fault were
     all_decided_s: float | None = None  # when every accepted application was
     rss_mib: dict[int, float] = field(default_factory=dict)  # highest per node
 
@@ -167,6 +173,26 @@ async def _sample_memory(cluster: KafkaCluster, drill: Drill, stop: asyncio.Even
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             continue
+
+
+async def _backlog_decided(
+    rig: ClusterRig, drill: Drill, injected_at: datetime, origin: float, timeout_s: float
+) -> None:
+    """Set ``drill.backlog_decided_s`` once every application stored before the fault is decided.
+
+    Polled from the fault on, while the load goes on: what was in flight when the broker
+    went (in the relay, the topics, a worker's open transaction) is the backlog.
+    """
+    clock = time.perf_counter
+    deadline = clock() + timeout_s
+    async with await psycopg.AsyncConnection.connect(
+        rig.settings.psycopg_conninfo, autocommit=True
+    ) as db:
+        while clock() < deadline:
+            if await _count_pending(db, PENDING_BEFORE, injected_at) == 0:
+                drill.backlog_decided_s = clock() - origin
+                return
+            await asyncio.sleep(0.25)
 
 
 async def _run_drill(
@@ -200,20 +226,17 @@ async def _run_drill(
     try:
         await asyncio.sleep(origin + BEFORE_S - clock())
         drill.injected_s = clock() - origin
-        # Kills, restarts and waits block: off the loop, so the sampler keeps going.
+        # Kills, restarts and waits block: off the loop, so the sampler and the backlog
+        # poll keep going while a broker is down.
+        backlog = asyncio.create_task(
+            _backlog_decided(rig, drill, datetime.now(UTC), origin, seconds + DECIDE_TIMEOUT_S)
+        )
         drill.what = await asyncio.to_thread(fault)
         drill.healed_s = clock() - origin
-        healed_at = datetime.now(UTC)
+        await backlog
         async with await psycopg.AsyncConnection.connect(
             rig.settings.psycopg_conninfo, autocommit=True
         ) as db:
-            # Polled while the load goes on: how long the fault's backlog takes to drain.
-            deadline = clock() + max(0.0, seconds - drill.healed_s) + DECIDE_TIMEOUT_S
-            while clock() < deadline:
-                if await _count_pending(db, PENDING_BEFORE, healed_at) == 0:
-                    drill.backlog_decided_s = clock() - origin
-                    break
-                await asyncio.sleep(0.25)
             stdout, _ = await asyncio.wait_for(output, timeout=seconds + 120)
             assert generator.returncode == 0, "the load generator failed (see its stderr)"
             drill.answers = parse(stdout.decode())
@@ -289,6 +312,11 @@ def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[s
     )
     posts = [a.latency_s for a in drill.answers if a.api == "command"]
     gets = [a.latency_s for a in drill.answers if a.api == "query"]
+    during = [
+        a.latency_s
+        for a in drill.answers
+        if a.api == "command" and drill.injected_s <= a.scheduled_s <= drill.healed_s
+    ]
     statuses = Counter(a.status for a in drill.answers)
     # A report read more often than its submitted event was published is one the credit
     # worker's transactions committed twice; the relay's own redeliveries are not.
@@ -300,7 +328,7 @@ def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[s
     two_ids = {app: ids for app, ids in reports.items() if len(set(ids)) > 1}
     redelivered = sum(len(ids) - 1 for ids in submitted.values() if len(ids) > 1)
     backlog = (
-        f"{drill.backlog_decided_s - drill.healed_s:.1f} s"
+        f"{drill.backlog_decided_s - drill.injected_s:.1f} s"
         if drill.backlog_decided_s is not None
         else "never"
     )
@@ -313,15 +341,16 @@ def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[s
     figures = (
         f"\n  [{name}] {drill.what}"
         f"\n  [{name}] fault {drill.injected_s:.1f}-{drill.healed_s:.1f} s of a"
-        f" {drill.load_end_s:.0f} s load; backlog (accepted before healing) decided {backlog}"
-        f" after healing; every accepted decided {drained} after the load ended"
+        f" {drill.load_end_s:.0f} s load; backlog (stored before the fault) decided {backlog}"
+        f" after the fault began; every accepted decided {drained} after the load ended"
         f"\n  [{name}] accepted={len(accepted)} undecided={pending}"
         f" decision rows={sum(decided.values())} (applications with more than one:"
         f" {sum(1 for c in decided.values() if c > 1)}) credit reports read="
         f"{sum(len(ids) for ids in reports.values())} submitted events read="
         f"{sum(len(ids) for ids in submitted.values())} (relay redeliveries {redelivered})"
         f" statuses={dict(sorted(statuses.items()))}"
-        f"\n  [{name}] POST p50={_ms(posts, 50)} p99={_ms(posts, 99)} max={_ms(posts, 100)};"
+        f"\n  [{name}] POST p50={_ms(posts, 50)} p99={_ms(posts, 99)} max={_ms(posts, 100)}"
+        f" (sent during the fault: p99={_ms(during, 99)});"
         f" GET p99={_ms(gets, 99)}; bound {P99_LIMIT_S * 1000:.0f} ms"
         f"\n  [{name}] broker resident memory, highest: {memory}"
     )
@@ -408,7 +437,9 @@ def test_the_submitted_topics_leader_killed_and_restarted_loses_and_doubles_noth
             cluster, leader, lambda: cluster.partition_leader(topic, 0), f"leader of {topic}-0"
         )
 
-    _drill("leader killed", cluster_rig, cluster_pipeline, fault, 30, capsys, record_property)
+    _drill(
+        "leader killed", cluster_rig, cluster_pipeline, fault, KILL_LOAD_S, capsys, record_property
+    )
 
 
 def test_a_rolling_restart_of_every_broker_loses_and_doubles_nothing(
@@ -430,7 +461,15 @@ def test_a_rolling_restart_of_every_broker_loses_and_doubles_nothing(
             steps.append(f"kafka-{node} restarted in {restarted:.1f} s, in sync {in_sync:.1f} s")
         return "rolling restart: " + "; ".join(steps)
 
-    _drill("rolling restart", cluster_rig, cluster_pipeline, fault, 60, capsys, record_property)
+    _drill(
+        "rolling restart",
+        cluster_rig,
+        cluster_pipeline,
+        fault,
+        ROLLING_LOAD_S,
+        capsys,
+        record_property,
+    )
 
 
 def test_the_credit_workers_group_coordinator_lost_mid_transaction_loses_and_doubles_nothing(
@@ -455,7 +494,7 @@ def test_the_credit_workers_group_coordinator_lost_mid_transaction_loses_and_dou
         cluster_rig,
         cluster_pipeline,
         fault,
-        30,
+        KILL_LOAD_S,
         capsys,
         record_property,
     )
@@ -488,7 +527,7 @@ def test_the_credit_workers_transaction_coordinator_lost_mid_commit_loses_and_do
         cluster_rig,
         cluster_pipeline,
         fault,
-        30,
+        KILL_LOAD_S,
         capsys,
         record_property,
     )

@@ -9,12 +9,14 @@ checked first to be a broker started from its own infra dir.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -55,6 +57,7 @@ class KafkaCluster:
     ports: tuple[int, int, int] = (0, 0, 0)
     controller_ports: tuple[int, int, int] = (0, 0, 0)
     env: dict[str, str] = field(default_factory=dict)
+    _admin: AdminClient | None = field(default=None, repr=False)
 
     @classmethod
     def on_free_ports(cls, infra_dir: Path) -> KafkaCluster:
@@ -96,8 +99,18 @@ class KafkaCluster:
         return result.stdout
 
     def admin(self) -> AdminClient:
-        """An admin client bootstrapped from all three brokers."""
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        """An admin client bootstrapped from all three brokers, made once.
+
+        Its librdkafka log goes to Python logging: a killed broker's refused connections
+        would otherwise be printed on the test's stdout, between the drill's figures.
+        """
+        if self._admin is None:
+            config: dict[str, Any] = {
+                "bootstrap.servers": self.bootstrap_servers,
+                "logger": logging.getLogger("tests.cluster.admin"),
+            }
+            self._admin = AdminClient(config)
+        return self._admin
 
     def pid(self, node: int) -> int | None:
         """Node ``node``'s JVM pid, or None when it does not run.
@@ -141,10 +154,12 @@ class KafkaCluster:
         metadata = self.admin().list_topics(topic, timeout=10)
         return int(metadata.topics[topic].partitions[partition].leader)
 
-    def group_coordinator(self, group: str) -> int:
+    def group_coordinator(self, group: str, timeout_s: float = 30) -> int:
         """The node id coordinating consumer group ``group``."""
-        (future,) = self.admin().describe_consumer_groups([group]).values()
-        return int(future.result(timeout=10).coordinator.id)
+        (future,) = (
+            self.admin().describe_consumer_groups([group], request_timeout=timeout_s).values()
+        )
+        return int(future.result(timeout=timeout_s).coordinator.id)
 
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The node id coordinating ``transactional_id``: its __transaction_state leader."""
