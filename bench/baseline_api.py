@@ -28,8 +28,8 @@ from command_api.submit import (
     SubmitContext,
     store_applications_ctes,
 )
+from messaging.headers import event_headers
 from outbox.append import OutboxMessage
-from outbox.headers import event_headers
 from runtime.db import create_engine, database_errors
 from runtime.deadline import Budget
 from runtime.errors import DependencyUnavailable

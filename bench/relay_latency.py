@@ -27,8 +27,8 @@ import psycopg
 from confluent_kafka import Consumer
 
 from bench.report import emit_json
+from messaging.headers import EVENT_ID, header_value
 from outbox.append import OutboxMessage, append_sync
-from outbox.headers import EVENT_ID, header_value
 from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
 from schema.migrate import upgrade

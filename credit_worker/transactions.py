@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from credit_worker.deadline import StuckCall, call_with_deadline
-from outbox.metrics import RETRIES
+from messaging.metrics import RETRIES
 from runtime.kafka import Position, first_offsets, next_offsets, position_of
 from runtime.logging import get_logger
 from runtime.process import Backoff

@@ -23,9 +23,9 @@ from credit_worker.transactions import (
     State,
     TransactionLoop,
 )
-from outbox.dead_letter import dead_letter_headers
-from outbox.headers import TRACEPARENT, event_headers, header_value
-from outbox.metrics import CONSUMED, HANDLE_SECONDS, LagReporter
+from messaging.dead_letter import dead_letter_headers
+from messaging.headers import TRACEPARENT, event_headers, header_value
+from messaging.metrics import CONSUMED, HANDLE_SECONDS, LagReporter
 from runtime.kafka import consumer_config, ensure_topics, next_batch, position_of, producer_config
 from runtime.logging import get_logger
 from runtime.process import Backoff

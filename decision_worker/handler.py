@@ -10,8 +10,8 @@ from uuid import UUID
 import psycopg
 
 from decision_worker.policy import decide
+from messaging.consumer import PermanentFailure
 from outbox.append import OutboxMessage, append_sync
-from outbox.consumer import PermanentFailure
 from runtime.logging import get_logger
 from schema.events import (
     ApplicationStatus,

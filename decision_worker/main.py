@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decision_worker.handler import CONSUMER_NAME, DecisionHandler
-from outbox.consumer import InboxConsumer, run_consumer_process
+from messaging.consumer import InboxConsumer, run_consumer_process
 from runtime.logging import configure_logging
 from runtime.settings import Settings
 

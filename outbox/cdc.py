@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message
 
-from outbox.headers import OUTBOX_ROW_ID, header_value
-from outbox.metrics import LagReporter
+from messaging.headers import OUTBOX_ROW_ID, header_value
+from messaging.metrics import LagReporter
+from outbox.metrics import RELAY_PUBLISH_LATENCY, RELAY_PUBLISHED
 from outbox.relay import MAX_SEQ, PollingRelay, acquire_leadership
-from outbox.relay_metrics import RELAY_PUBLISH_LATENCY, RELAY_PUBLISHED
 from runtime.db import connect
 from runtime.kafka import consumer_config, ensure_topics, next_batch, next_offsets
 from runtime.logging import get_logger

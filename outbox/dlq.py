@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from outbox.dead_letter import (
+from messaging.dead_letter import (
     CONSUMER,
     FAILED_AT,
     REASON,
@@ -35,7 +35,7 @@ from outbox.dead_letter import (
     SOURCE_PARTITION,
     SOURCE_TOPIC,
 )
-from outbox.headers import EVENT_ID, EVENT_TYPE, Headers, header_pairs, header_value
+from messaging.headers import EVENT_ID, EVENT_TYPE, Headers, header_pairs, header_value
 from runtime.kafka import admin_config, consumer_config, producer_config
 from runtime.logging import mask_pan
 from runtime.settings import Settings

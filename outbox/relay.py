@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from outbox.headers import Headers, event_headers
-from outbox.relay_metrics import (
+from messaging.headers import Headers, event_headers
+from outbox.metrics import (
     RELAY_BATCH_SECONDS,
     RELAY_FAILURES,
     RELAY_PUBLISH_LATENCY,

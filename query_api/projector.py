@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 from prometheus_client import Histogram
 
-from outbox.consumer import PermanentFailure
+from messaging.consumer import PermanentFailure
 from schema.events import ApplicationStatus, DecidedEvent, Envelope, SubmittedEvent
 
 CONSUMER_NAME = "query-projector"

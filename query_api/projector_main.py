@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.consumer import InboxConsumer, run_consumer_process
+from messaging.consumer import InboxConsumer, run_consumer_process
 from query_api.projector import CONSUMER_NAME, project
 from runtime.logging import configure_logging
 from runtime.settings import Settings

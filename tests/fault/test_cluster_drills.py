@@ -41,7 +41,7 @@ import pytest
 from psycopg import sql
 
 from bench.loadgen import percentile
-from outbox.headers import EVENT_ID, EVENT_TYPE
+from messaging.headers import EVENT_ID, EVENT_TYPE
 from runtime.dev_issuer import issue_token
 from runtime.settings import Settings
 from schema.events import EventType

@@ -7,7 +7,7 @@ import uuid
 from confluent_kafka import Consumer, Message
 from prometheus_client import REGISTRY
 
-from outbox.metrics import LagReporter
+from messaging.metrics import LagReporter
 from runtime.kafka import consumer_config, next_offsets
 from runtime.settings import Settings
 from tests.support.events import submitted_event

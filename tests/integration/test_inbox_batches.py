@@ -15,7 +15,7 @@ import psycopg
 from confluent_kafka import Message
 
 from decision_worker.main import build_consumer as decision_worker
-from outbox.consumer import InboxConsumer, TransientFailure
+from messaging.consumer import InboxConsumer, TransientFailure
 from query_api.projector_main import build_consumer as projector
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings

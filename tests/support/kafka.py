@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from outbox.headers import Headers, event_headers
+from messaging.headers import Headers, event_headers
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from schema.events import Envelope

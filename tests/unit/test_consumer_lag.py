@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from prometheus_client import REGISTRY
 
-from outbox.metrics import LagReporter
+from messaging.metrics import LagReporter
 from runtime.settings import Settings
 
 

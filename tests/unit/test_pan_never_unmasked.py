@@ -8,7 +8,7 @@ from confluent_kafka import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox.dead_letter import REASON, dead_letter_headers
+from messaging.dead_letter import REASON, dead_letter_headers
 from runtime.logging import mask_pan
 from schema.events import UndecodableEvent, decode_event
 from tests.support.events import submitted_event

@@ -26,8 +26,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from outbox.dead_letter import dead_letter_headers
-from outbox.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
+from messaging.dead_letter import dead_letter_headers
+from messaging.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
 from runtime.db import connect
 from runtime.health import database_check
 from runtime.kafka import (

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Message
 
-from outbox.headers import Headers, header_pairs
+from messaging.headers import Headers, header_pairs
 from runtime.logging import mask_pan
 
 #: Headers the DLQ adds to a message's original headers.

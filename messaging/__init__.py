@@ -1,0 +1,1 @@
+"""The consume side: the inbox consume loop, dead letters, and the consumers' metrics."""
