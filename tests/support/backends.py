@@ -473,11 +473,19 @@ class ComposeServers:
     kafka: KafkaSpec
 
 
+#: Compose's ``${NAME:-default}``: the Kafka service takes the cluster's values from
+#: infra/kafka/compose-cluster.env, and its defaults are the single node's.
+_UNSET_DEFAULT = re.compile(r"\$\{[A-Za-z0-9_]+:-([^}]*)\}")
+
+
 def _environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment as Compose resolves it with no variable set."""
     raw = service.get("environment") or {}
     if isinstance(raw, list):  # the "KEY=value" form
-        return dict(str(item).split("=", 1) for item in raw)
-    return {str(key): str(value) for key, value in raw.items()}
+        pairs = dict(str(item).split("=", 1) for item in raw)
+    else:
+        pairs = {str(key): str(value) for key, value in raw.items()}
+    return {key: _UNSET_DEFAULT.sub(r"\1", value) for key, value in pairs.items()}
 
 
 def compose_servers(path: Path = COMPOSE_FILE) -> ComposeServers:
