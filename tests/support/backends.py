@@ -225,6 +225,9 @@ class SuiteServers:
             "PREQUAL_INFRA_DIR": str(self.infra_dir),
             "PREQUAL_PG_HOST": "127.0.0.1",
             "PREQUAL_PG_PORT": str(self.pg_port),
+            # The suite runs on one broker, whatever a developer's shell chose for make run
+            # (the cluster has drills of its own: make test-cluster).
+            "PREQUAL_KAFKA_BROKERS": "1",
             "PREQUAL_KAFKA_PORT": str(self.kafka_port),
             # Clients reach the broker directly (only tests/fault's rig puts a proxy between).
             "PREQUAL_KAFKA_ADVERTISED_PORT": str(self.kafka_port),
