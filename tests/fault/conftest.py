@@ -187,6 +187,7 @@ def fault_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
         _local(env, "up")
         try:
             direct = Settings(
+                kafka_brokers=1,  # the rig's one broker, whatever the shell exported
                 pg_port=pg_port,
                 kafka_bootstrap_servers=f"127.0.0.1:{kafka_proxy_port}",
                 pg_database=DATABASE,
