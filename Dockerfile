@@ -44,6 +44,7 @@ COPY query_api ./query_api
 COPY credit_worker ./credit_worker
 COPY decision_worker ./decision_worker
 COPY messaging ./messaging
+COPY ops ./ops
 # The project as a wheel (packages, migrations, JSON Schemas, console scripts).
 RUN /opt/poetry/bin/poetry build --format wheel --no-ansi \
     && pip install --no-deps dist/*.whl \

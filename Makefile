@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # Poetry on the PATH, else the one infra/install-poetry.sh puts in a virtualenv of its own.
 POETRY ?= $(or $(shell command -v poetry 2>/dev/null),$(CURDIR)/.infra/poetry/bin/poetry)
 RUN := $(POETRY) run
-PY_PACKAGES := runtime schema outbox messaging command_api query_api credit_worker decision_worker bench
+PY_PACKAGES := runtime schema outbox messaging ops command_api query_api credit_worker decision_worker bench
 
 # Settings in .env reach infra/local.sh too, not only the Python processes.
 -include .env

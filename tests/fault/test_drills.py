@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from outbox.dlq import read_dead_letters
+from ops.dlq import read_dead_letters
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from schema.events import EventType, derived_event_id

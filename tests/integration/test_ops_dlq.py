@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from decision_worker.handler import CONSUMER_NAME
 from decision_worker.main import build_consumer
-from outbox.dlq import DeadLetter, read_dead_letters
+from ops.dlq import DeadLetter, read_dead_letters
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from schema.events import CreditReportEvent

@@ -9,7 +9,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from outbox.purge import parse_duration, plan_purge, purge
+from ops.purge import parse_duration, plan_purge, purge
 from runtime.settings import Settings
 from tests.support.outbox import insert_many
 from tests.support.processes import free_port, run_ops

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from ops.replay import ReplayCriteria, UnboundedReplay, plan_replay, replay
 from outbox.append import OutboxMessage
-from outbox.replay import ReplayCriteria, UnboundedReplay, plan_replay, replay
 from runtime.settings import Settings
 from schema.events import ApplicationStatus
 from tests.support.events import decided_event, submitted_event

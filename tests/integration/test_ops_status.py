@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from outbox.status import outbox_status
+from ops.status import outbox_status
 from runtime.settings import Settings
 from tests.support.outbox import insert_many, relay_thread
 from tests.support.processes import run_ops, wait_until

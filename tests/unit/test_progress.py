@@ -9,8 +9,8 @@ import pty
 
 import pytest
 
-from outbox import progress as progress_module
-from outbox.progress import progress
+from ops import progress as progress_module
+from ops.progress import progress
 
 
 def test_off_a_terminal_progress_is_plain_lines_with_the_total_rate_and_eta(

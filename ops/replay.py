@@ -216,14 +216,11 @@ def replay(
     ``rate`` (events per second) throttles: batches hold at most ``rate`` rows and the
     replay sleeps so that each batch takes at least ``rows / rate`` seconds. ``on_batch``
     is told the running total after each committed batch. ``conn`` must not be inside a
-    transaction, since every batch commits.
+    transaction, since every batch commits. Returns the audit row's id, the rows emitted
+    and the batches committed. Raises :class:`ValueError` when ``conn`` is inside a
+    transaction, ``batch_size`` < 1 or ``rate`` <= 0.
     """
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        raise ValueError("replay needs a connection outside any transaction")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    if rate is not None and rate <= 0:
-        raise ValueError("rate must be positive")
+    _check_replay(conn, batch_size, rate)
     limit = batch_size if rate is None else max(1, min(batch_size, int(rate)))
     where, params = plan.criteria.where(plan.up_to_seq)
     statement = _BATCH.format(copied=_COPIED, where=where)
@@ -233,12 +230,8 @@ def replay(
     while True:
         started = time.monotonic()
         with conn.transaction():
-            row = conn.execute(statement, {**params, "after": after, "limit": limit}).fetchone()
-            count, last_seq = (int(row[0]), row[1]) if row else (0, None)
-            if replay_id is None:
-                replay_id = _audit(conn, requested_by, criteria, count)
-            elif count:
-                conn.execute(_AUDIT_ADD, (count, replay_id))
+            count, last_seq = _insert_batch(conn, statement, {**params, "after": after}, limit)
+            replay_id = _record(conn, replay_id, requested_by, criteria, count)
         batches += 1
         emitted += count
         if count and on_batch is not None:
@@ -249,6 +242,46 @@ def replay(
         if rate is not None:
             sleep(max(0.0, count / rate - (time.monotonic() - started)))
     return ReplayResult(replay_id, emitted, batches)
+
+
+def _check_replay(conn: psycopg.Connection, batch_size: int, rate: float | None) -> None:
+    """Refuse what :func:`replay` cannot do.
+
+    Raises :class:`ValueError` when ``conn`` is inside a transaction, ``batch_size`` < 1
+    or ``rate`` <= 0.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise ValueError("replay needs a connection outside any transaction")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
+
+
+def _insert_batch(
+    conn: psycopg.Connection, statement: sql.Composed, params: dict[str, Any], limit: int
+) -> tuple[int, Any]:
+    """Insert the next at most ``limit`` replay rows: (rows inserted, last original seq)."""
+    row = conn.execute(statement, {**params, "limit": limit}).fetchone()
+    return (int(row[0]), row[1]) if row else (0, None)
+
+
+def _record(
+    conn: psycopg.Connection,
+    replay_id: int | None,
+    requested_by: str,
+    criteria: dict[str, Any],
+    count: int,
+) -> int:
+    """Audit a batch of ``count`` rows, in its transaction; return the ``outbox_replays`` id.
+
+    The first batch inserts the audit row; later batches add their rows to its count.
+    """
+    if replay_id is None:
+        return _audit(conn, requested_by, criteria, count)
+    if count:
+        conn.execute(_AUDIT_ADD, (count, replay_id))
+    return replay_id
 
 
 def _audit(

@@ -333,7 +333,36 @@ def redrive(
     ``on_delivered`` is told how many Kafka acknowledged so far, as they are.
 
     Raises :class:`RedriveFailed` (naming what was and was not delivered) when Kafka does
-    not acknowledge them all; :class:`ValueError` for a letter without a source topic.
+    not acknowledge them all; :class:`MissingSourceTopic` when a source topic does not
+    exist; :class:`ValueError` for a letter without a source topic.
+    """
+    _check_sources(settings, letters)
+    producer = Producer(producer_config(settings))
+    deliveries = _Deliveries(on_delivered)
+    for letter in letters:
+        headers = [*letter.original_headers(), (REDRIVEN_FROM, letter.position.encode())]
+        target = letter.source_partition
+        producer.produce(
+            letter.source_topic or "",
+            value=letter.value,
+            key=letter.key,
+            partition=-1 if target is None else target,  # -1: by key (the partitioner)
+            headers=headers,
+            on_delivery=deliveries.callback(letter),
+        )
+    remaining = producer.flush(settings.relay_delivery_timeout_ms / 1000 + 5)
+    if deliveries.failures or remaining:
+        raise RedriveFailed(
+            f"{len(deliveries.delivered)} of {len(letters)} redriven; not acknowledged: "
+            f"{'; '.join(deliveries.failures) or f'{remaining} messages'}"
+        )
+    return [deliveries.delivered[letter.position] for letter in letters]
+
+
+def _check_sources(settings: Settings, letters: Sequence[DeadLetter]) -> None:
+    """Refuse letters without a source topic, or whose source topic does not exist.
+
+    Raises :class:`ValueError` for the former, :class:`MissingSourceTopic` for the latter.
     """
     missing = [letter.position for letter in letters if not letter.source_topic]
     if missing:
@@ -347,41 +376,30 @@ def redrive(
             f"source topic {', '.join(absent)} does not exist; create it"
             " (prequal-ops topics create) and redrive again"
         )
-    producer = Producer(producer_config(settings))
-    delivered: dict[str, Redriven] = {}
-    failures: list[str] = []
 
-    def on_delivery_for(letter: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
+
+class _Deliveries:
+    """What Kafka acknowledged (by DLQ position) and refused, as the callbacks report it."""
+
+    def __init__(self, on_delivered: Callable[[int], None] | None) -> None:
+        self.delivered: dict[str, Redriven] = {}
+        self.failures: list[str] = []
+        self._on_delivered = on_delivered
+
+    def callback(self, letter: DeadLetter) -> Callable[[KafkaError | None, Message], None]:
+        """The producer's ``on_delivery`` for ``letter``."""
+
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             if error is not None:
-                failures.append(f"{letter.position}: {error.str()}")
+                self.failures.append(f"{letter.position}: {error.str()}")
                 return
-            delivered[letter.position] = Redriven(
+            self.delivered[letter.position] = Redriven(
                 letter, message.topic() or "", message.partition() or 0, message.offset() or 0
             )
-            if on_delivered is not None:
-                on_delivered(len(delivered))
+            if self._on_delivered is not None:
+                self._on_delivered(len(self.delivered))
 
         return on_delivery
-
-    for letter in letters:
-        headers = [*letter.original_headers(), (REDRIVEN_FROM, letter.position.encode())]
-        target = letter.source_partition
-        producer.produce(
-            letter.source_topic or "",
-            value=letter.value,
-            key=letter.key,
-            partition=-1 if target is None else target,  # -1: by key (the partitioner)
-            headers=headers,
-            on_delivery=on_delivery_for(letter),
-        )
-    remaining = producer.flush(settings.relay_delivery_timeout_ms / 1000 + 5)
-    if failures or remaining:
-        raise RedriveFailed(
-            f"{len(delivered)} of {len(letters)} redriven; "
-            f"not acknowledged: {'; '.join(failures) or f'{remaining} messages'}"
-        )
-    return [delivered[letter.position] for letter in letters]
 
 
 def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
