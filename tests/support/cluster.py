@@ -25,8 +25,9 @@ from tests.support.processes import free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = (1, 2, 3)
-#: Partitions of ``__transaction_state`` (the broker default, transaction.state.log.num.partitions).
-TRANSACTION_STATE_PARTITIONS = 50
+#: Partitions of ``__transaction_state`` and ``__consumer_offsets`` (the broker defaults,
+#: transaction.state.log.num.partitions and offsets.topic.num.partitions).
+COORDINATOR_PARTITIONS = 50
 
 
 def java_string_hash(text: str) -> int:
@@ -38,14 +39,15 @@ def java_string_hash(text: str) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
-def transaction_state_partition(transactional_id: str) -> int:
-    """The ``__transaction_state`` partition whose leader coordinates ``transactional_id``.
+def coordinator_partition(key: str) -> int:
+    """The partition whose leader coordinates ``key``: a transactional id or a group id.
 
-    Kafka's ``Utils.abs(transactionalId.hashCode()) % partitions``, where ``Utils.abs``
-    maps Integer.MIN_VALUE to 0 (TransactionStateManager.partitionFor).
+    Kafka's ``Utils.abs(key.hashCode()) % partitions``, where ``Utils.abs`` maps
+    Integer.MIN_VALUE to 0, of ``__transaction_state`` (TransactionStateManager.partitionFor)
+    or ``__consumer_offsets`` (the group coordinator's partitionFor).
     """
-    hashed = java_string_hash(transactional_id)
-    return (0 if hashed == -(1 << 31) else abs(hashed)) % TRANSACTION_STATE_PARTITIONS
+    hashed = java_string_hash(key)
+    return (0 if hashed == -(1 << 31) else abs(hashed)) % COORDINATOR_PARTITIONS
 
 
 @dataclass
@@ -163,9 +165,15 @@ class KafkaCluster:
 
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The node id coordinating ``transactional_id``: its __transaction_state leader."""
-        return self.partition_leader(
-            "__transaction_state", transaction_state_partition(transactional_id)
-        )
+        return self.partition_leader("__transaction_state", coordinator_partition(transactional_id))
+
+    def group_coordinator_by_metadata(self, group: str) -> int:
+        """The node id coordinating ``group`` as its __consumer_offsets leader.
+
+        Metadata answers while a coordinator lookup may still be sent to a broker that is
+        gone (and wait out its request timeout): what a failover is timed with.
+        """
+        return self.partition_leader("__consumer_offsets", coordinator_partition(group))
 
     def described_transaction_coordinator(self, transactional_id: str) -> int:
         """The coordinator as Kafka's own tool reports it (TransactionsCommand describe)."""
