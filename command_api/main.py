@@ -8,12 +8,14 @@ from command_api.app import create_app
 from runtime.logging import configure_logging
 from runtime.serving import serve, serve_workers
 from runtime.settings import Settings
+from runtime.tracing import configure_tracing
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one worker process: settings from the environment, logging set up."""
+    """The app of one worker process: settings from the environment, logging and tracing set up."""
     settings = Settings()
     configure_logging(settings.log_level, "command-api")
+    configure_tracing("command-api")
     return create_app(settings)
 
 
@@ -30,6 +32,9 @@ def main() -> None:
             settings.http_keep_alive_s,
         )
     else:
+        # Several workers set up tracing each, in app_from_environment; the supervisor
+        # serves no request.
+        configure_tracing("command-api")
         serve(
             create_app(settings),
             settings.http_host,

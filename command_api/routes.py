@@ -3,7 +3,8 @@
 The route reads the body (JSON numbers exactly, :mod:`runtime.exact_json`), the caller
 (a token with ``applications:write``), the ``Idempotency-Key`` and ``traceparent``
 headers, and hands them to the :class:`~command_api.submit.SubmitApplication` the
-composition root stored on ``app.state.submit``.
+composition root stored on ``app.state.submit``. The event's ``traceparent`` is the
+request's span when tracing is on, else the client's header.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from runtime.auth import Principal, auth_responses, requires
 from runtime.dependencies import AppSettings, CorrelationId
 from runtime.exact_json import ExactJsonRoute
 from runtime.problems import PROBLEM_CONTENT
+from runtime.tracing import current_traceparent
 
 WRITE_SCOPE = "applications:write"
 
@@ -64,6 +66,16 @@ def _valid_traceparent(value: str | None) -> str | None:
     return value if value is not None and _TRACEPARENT.fullmatch(value) else None
 
 
+def _event_traceparent(received: str | None) -> str | None:
+    """What the submitted event's outbox row carries on to the pipeline.
+
+    With tracing on, the request's server span (its parent is the client's
+    ``traceparent``, which the FastAPI instrumentation read): the trace goes on from this
+    API. Off, the client's own header, if valid, so its tracing still follows the event.
+    """
+    return current_traceparent() or _valid_traceparent(received)
+
+
 # JSON numbers read exactly, as Decimal (runtime.exact_json.ExactJsonRequest).
 router = APIRouter(route_class=ExactJsonRoute)
 
@@ -88,7 +100,7 @@ async def submit_application(  # noqa: D103
     traceparent: TraceParent = None,
 ) -> ApplicationAccepted:
     context = SubmitContext(
-        correlation_id, idempotency_key, _valid_traceparent(traceparent), caller.client_id
+        correlation_id, idempotency_key, _event_traceparent(traceparent), caller.client_id
     )
     accepted = await submit(body, context)
     response.headers.update(accepted.rate_limit)

@@ -8,12 +8,14 @@ from runtime.logging import configure_logging
 from runtime.observability import ObservabilityServer
 from runtime.process import loop_liveness, stop_on_signals
 from runtime.settings import Settings
+from runtime.tracing import configure_tracing
 
 
 def main() -> None:
     """Console script entry point: score until SIGTERM or SIGINT."""
     settings = Settings()
     configure_logging(settings.log_level, NAME)
+    configure_tracing(NAME)
     worker = CreditWorker(settings)
     stop = stop_on_signals()
     server = ObservabilityServer(

@@ -4,6 +4,10 @@ Each batch is one Kafka transaction (:mod:`credit_worker.transactions`) carrying
 credit reports (and any dead letters) and the consumed offsets. The worker has no
 database; the score is a pure function of the event, so a re-run produces the same
 report with the same event id.
+
+Each batch is traced (:mod:`messaging.tracing`): a ``credit-worker batch`` span per
+transaction, and per message a ``process`` span continuing the submitted event's trace
+with a ``send`` span under it whose context the report carries in its ``traceparent``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
@@ -24,8 +29,9 @@ from credit_worker.transactions import (
     TransactionLoop,
 )
 from messaging.dead_letter import dead_letter_headers
-from messaging.headers import TRACEPARENT, event_headers, header_value
+from messaging.headers import event_headers
 from messaging.metrics import CONSUMED, HANDLE_SECONDS, LagReporter
+from messaging.tracing import ConsumedBatch
 from runtime.kafka import consumer_config, ensure_topics, next_batch, position_of, producer_config
 from runtime.logging import get_logger
 from runtime.process import Backoff
@@ -124,7 +130,10 @@ class CreditWorker:
                 if not batch:
                     continue
                 started = time.perf_counter()
-                outputs = loop.transact(batch, self._outputs)
+                with ConsumedBatch(NAME, settings.group_credit_worker, batch) as spans:
+                    outputs = loop.transact(batch, partial(self._outputs, spans=spans))
+                    if outputs is None:
+                        spans.fail("transaction failed")
                 if outputs is None:
                     stop.wait(backoff.next())
                     continue
@@ -156,12 +165,12 @@ class CreditWorker:
             )
         )
 
-    def _outputs(self, batch: list[Message]) -> list[Output]:
+    def _outputs(self, batch: list[Message], spans: ConsumedBatch) -> list[Output]:
         """Each input's credit report, or its dead letter if it is not a submitted event."""
         now = datetime.now(UTC)
-        return [self._output(message, now) for message in batch]
+        return [self._output(message, now, spans) for message in batch]
 
-    def _output(self, message: Message, now: datetime) -> Output:
+    def _output(self, message: Message, now: datetime, spans: ConsumedBatch) -> Output:
         source = position_of(message)
         try:
             event = decode_event(message.value())
@@ -175,6 +184,7 @@ class CreditWorker:
                 offset=message.offset(),
                 reason=str(error),
             )
+            spans.dead_lettered(message)
             return Output(
                 source,
                 self._settings.topic_dlq,
@@ -184,9 +194,10 @@ class CreditWorker:
                 dead_letter=True,
             )
         report = credit_report(event, now)
+        topic = self._settings.topic_credit_reports
         return Output(
             source,
-            self._settings.topic_credit_reports,
+            topic,
             str(report.aggregate_id).encode(),
             report.model_dump_json().encode(),
             event_headers(
@@ -194,6 +205,8 @@ class CreditWorker:
                 report.event_type.value,
                 report.correlation_id,
                 report.causation_id,
-                header_value(message.headers(), TRACEPARENT),
+                # The report's send span, child of this message's span (tracing off: the
+                # submitted event's own traceparent): the application's trace goes on.
+                spans.send(message, topic, report.event_id),
             ),
         )

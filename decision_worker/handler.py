@@ -11,6 +11,7 @@ import psycopg
 
 from decision_worker.policy import decide
 from messaging.consumer import PermanentFailure
+from messaging.tracing import event_span, event_traceparent
 from outbox.append import OutboxMessage, append_sync
 from runtime.logging import get_logger
 from schema.events import (
@@ -46,7 +47,9 @@ class DecisionHandler:
     def __call__(self, conn: psycopg.Connection, events: Sequence[Envelope[Any]]) -> None:
         """Decide each application; on the PENDING → decided transition, append its event.
 
-        One UPDATE for the set and one outbox INSERT for the decided ones. Raises
+        One UPDATE for the set and one outbox INSERT for the decided ones; each decided
+        event's outbox row carries the ``traceparent`` its report's message continues
+        (:func:`messaging.tracing.event_traceparent`). Raises
         :class:`PermanentFailure` for an event that is no credit report, or whose
         application does not exist.
         """
@@ -74,24 +77,33 @@ class DecisionHandler:
                 conn, [e for e in reports if e.data.application_id not in decided]
             )
         now = datetime.now(UTC)
-        messages = [
-            OutboxMessage(
-                self._decided(event, status, *decided[event.data.application_id], now), self._topic
+        decisions = [
+            (
+                event.event_id,
+                OutboxMessage(
+                    self._decided(event, status, *decided[event.data.application_id], now),
+                    self._topic,
+                    # The report's message span (or, tracing off, the report's own
+                    # traceparent): the decision continues the application's trace.
+                    traceparent=event_traceparent(event.event_id),
+                ),
             )
             for event, status in zip(reports, statuses, strict=True)
             if event.data.application_id in decided
         ]
-        append_sync(conn, *messages)
+        append_sync(conn, *(message for _, message in decisions))
         # One line per decision, with its correlation id: the trail an operator follows
         # from a request to its decision. It is written before the commit, so a batch
         # rolled back (a retry, or a probe for a poison message) logs its decisions again.
-        for message in messages:
-            _log.info(
-                "application.decided",
-                application_id=str(message.envelope.aggregate_id),
-                status=message.envelope.data.status.value,
-                correlation_id=message.envelope.correlation_id,
-            )
+        # Written inside the report's message span, so its trace_id is the application's.
+        for report_id, message in decisions:
+            with event_span(report_id):
+                _log.info(
+                    "application.decided",
+                    application_id=str(message.envelope.aggregate_id),
+                    status=message.envelope.data.status.value,
+                    correlation_id=message.envelope.correlation_id,
+                )
 
     @staticmethod
     def _require_existing(conn: psycopg.Connection, undecided: list[CreditReportEvent]) -> None:

@@ -13,6 +13,9 @@ batch, in rolled-back probe transactions, only when a batch fails that way.
 
 A transient failure (the database or the broker not answering) rolls the batch back
 and retries it with backoff, without skipping a message or losing the partition's place.
+
+Each attempt at a batch is traced (:mod:`messaging.tracing`): a batch span holding the
+database calls, and one span per message continuing the trace its ``traceparent`` began.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from messaging.dead_letter import dead_letter_headers
 from messaging.metrics import CONSUMED, HANDLE_SECONDS, RETRIES, LagReporter
+from messaging.tracing import ConsumedBatch
 from runtime.db import connect
 from runtime.health import database_check
 from runtime.kafka import (
@@ -170,26 +174,33 @@ class InboxConsumer:
     def handle_batch(self, batch: Sequence[Message]) -> Tally[str]:
         """Apply ``batch`` in one transaction; dead-letter what can never succeed.
 
+        Traced as a :class:`~messaging.tracing.ConsumedBatch`: the handler finds each
+        event's ``traceparent`` with :func:`messaging.tracing.event_traceparent`.
         Returns how many messages were applied, duplicates or dead-lettered. Raises a
         transient error (``psycopg.OperationalError``, :class:`TransientFailure`) when a
         dependency did not answer: nothing of the batch is then committed.
         """
-        conn = self._connection()
-        decoded, dead = _decode(batch)
-        while True:
-            try:
-                with conn.transaction():
-                    applied, duplicates = self._apply(conn, [event for _, event in decoded])
-                    if dead:
-                        self._dead_letter(dead)
-            except _TRANSIENT:
-                raise
-            except (PermanentFailure, psycopg.Error) as error:
-                index, reason = self._first_poison(conn, decoded, _reason(error))
-                dead.append((decoded.pop(index)[0], reason))
-                continue
-            outcomes = Tally(applied=applied, duplicate=duplicates, dead_lettered=len(dead))
-            return +outcomes  # only the outcomes that happened
+        with ConsumedBatch(self.name, self._group_id, batch) as spans:
+            conn = self._connection()
+            decoded, dead = _decode(batch)
+            spans.name_events([(message, event.event_id) for message, event in decoded])
+            while True:
+                try:
+                    with conn.transaction():
+                        applied, duplicates = self._apply(conn, [event for _, event in decoded])
+                        if dead:
+                            self._dead_letter(dead)
+                except _TRANSIENT:
+                    raise
+                except (PermanentFailure, psycopg.Error) as error:
+                    index, reason = self._first_poison(conn, decoded, _reason(error))
+                    dead.append((decoded.pop(index)[0], reason))
+                    continue
+                for message, _ in dead:
+                    spans.dead_lettered(message)
+                outcomes = Tally(applied=applied, duplicate=duplicates, dead_lettered=len(dead))
+                spans.set_attributes({f"prequal.{name}": n for name, n in outcomes.items()})
+                return +outcomes  # only the outcomes that happened
 
     def _apply(self, conn: psycopg.Connection, events: list[Envelope[Any]]) -> tuple[int, int]:
         """Record ``events`` in the inbox and apply the new ones: (applied, duplicates)."""

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaException, Message
 
 from messaging.headers import OUTBOX_ROW_ID, header_value
 from messaging.metrics import LagReporter
+from messaging.tracing import ConsumedBatch
 from outbox.metrics import RELAY_PUBLISH_LATENCY, RELAY_PUBLISHED
 from outbox.relay import MAX_SEQ, PollingRelay, acquire_leadership
 from runtime.db import connect
@@ -145,8 +146,11 @@ class CdcRelay:
                 )
                 batch = [m for m in messages if m.error() is None]
                 if batch:
-                    self.mark_published(work, batch)
-                    consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+                    # Traced like a consume loop: the batch span holds the UPDATE, and
+                    # each message's span continues its application's trace.
+                    with ConsumedBatch("outbox-confirmer", settings.group_confirmer, batch):
+                        self.mark_published(work, batch)
+                        consumer.commit(offsets=next_offsets(batch), asynchronous=False)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + _HANDOVER_CHECK_S
                     if not self._handover_recorded(work):

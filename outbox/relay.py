@@ -10,6 +10,9 @@ at least once, and consumers deduplicate by event id.
 One relay is active at a time: it holds a session-level advisory lock on its control
 connection, which also LISTENs for the outbox trigger's notifications. Standbys retry
 the lock; if the active relay dies, its connection closes and the lock is freed.
+
+Each published batch is traced (:func:`relay_trace`): the row's ``traceparent`` is the
+parent of the message's ``send`` span, whose context the Kafka header carries on.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry.trace import SpanKind
 
 from messaging.headers import Headers, event_headers
+from messaging.tracing import SYSTEM, BatchTrace, MessageSpec, message_attributes
 from outbox.metrics import (
     RELAY_BATCH_SECONDS,
     RELAY_FAILURES,
@@ -37,6 +43,7 @@ from runtime.kafka import ensure_topics, producer_config
 from runtime.logging import get_logger
 from runtime.process import Backoff
 from runtime.settings import Settings
+from runtime.tracing import tracing_enabled
 
 #: Advisory lock key held by the active relay ("prequal relay" in ASCII, truncated).
 RELAY_LOCK_ID = 0x7072657175616C72
@@ -124,16 +131,51 @@ class OutboxRow:
     occurred_epoch: float = 0.0
     replayed: bool = False
 
-    def headers(self) -> Headers:
-        """Kafka headers: the event's identity and tracing, identical for both relays."""
+    def headers(self, traceparent: str | None = None) -> Headers:
+        """Kafka headers: the event's identity and tracing, identical for both relays.
+
+        ``traceparent`` replaces the row's own (the relay's send span continues it).
+        """
         return event_headers(
             self.event_id,
             self.type,
             self.correlation_id,
             self.causation_id,
-            self.traceparent,
+            traceparent or self.traceparent,
             outbox_row_id=self.id,
         )
+
+
+def relay_trace(rows: Sequence[OutboxRow], start_time: int | None = None) -> BatchTrace:
+    """The spans of one published batch (:mod:`messaging.tracing`).
+
+    ``outbox-relay batch`` (PRODUCER; from ``start_time``, the claim, in nanoseconds since
+    the epoch) holds the database calls; per row a ``send <topic>`` span, the child of the
+    row's ``traceparent`` (the API's or the decision worker's span), ended by the row's
+    delivery report: its context is the message's ``traceparent`` header.
+    """
+    traced = tracing_enabled()
+    messages = [
+        MessageSpec(
+            f"send {row.topic}",
+            SpanKind.PRODUCER,
+            row.traceparent,
+            (
+                message_attributes(
+                    "send", row.topic, key=row.aggregateid, message_id=str(row.event_id)
+                )
+                if traced
+                else {}
+            ),
+        )
+        for row in rows
+    ]
+    attributes = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+    }
+    return BatchTrace("outbox-relay batch", SpanKind.PRODUCER, attributes, messages, start_time)
 
 
 class PollingRelay:
@@ -223,14 +265,19 @@ class PollingRelay:
     def publish_batch(self, work: psycopg.Connection, up_to_seq: int = MAX_SEQ) -> int:
         """Claim, produce and mark one batch in one transaction; return its size."""
         self._ensure_topics()
-        with work.transaction():
+        claimed_at = time.time_ns()
+        # The spans close after the transaction: the batch span covers its commit.
+        with ExitStack() as traced, work.transaction():
             with work.cursor(row_factory=psycopg.rows.class_row(OutboxRow)) as cur:
                 claim = (up_to_seq, self._settings.relay_batch_size)
                 rows = cur.execute(_CLAIM, claim).fetchall()
             if not rows:
+                # An idle poll is no span: the claim's database span has no parent and
+                # is not sampled (runtime.tracing), and no batch span was started.
                 return 0
+            spans = traced.enter_context(relay_trace(rows, start_time=claimed_at))
             started = time.perf_counter()
-            self._produce(rows)
+            self._produce(rows, spans)
             elapsed = time.perf_counter() - started
             work.execute(_MARK_PUBLISHED, ([row.id for row in rows],))
         RELAY_BATCH_SECONDS.observe(elapsed)
@@ -245,29 +292,44 @@ class PollingRelay:
             ensure_topics(self._settings, timeout_s=5.0)
             self._topics_ready = True
 
-    def _produce(self, rows: Sequence[OutboxRow]) -> None:
+    def _produce(self, rows: Sequence[OutboxRow], spans: BatchTrace | None = None) -> None:
+        if spans is None:
+            with relay_trace(rows) as own:
+                self._produce(rows, own)
+            return
         producer = self._current_producer()
         failures: list[KafkaError] = []
 
-        def delivery_report(row: OutboxRow) -> DeliveryCallback:
-            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        def delivery_report(index: int, row: OutboxRow) -> DeliveryCallback:
+            def on_delivery(error: KafkaError | None, message: Message) -> None:
                 if error is not None:
                     failures.append(error)
-                elif not row.replayed:
+                    spans.end_message(index, f"not delivered: {error.name()}")
+                    return
+                span = spans.span(index)
+                if span is not None and message is not None:
+                    span.set_attributes(
+                        {
+                            "messaging.destination.partition.id": str(message.partition()),
+                            "messaging.kafka.offset": message.offset() or 0,
+                        }
+                    )
+                spans.end_message(index)
+                if not row.replayed:
                     # A replayed copy keeps its original's occurred_at: not a latency.
                     RELAY_PUBLISH_LATENCY.observe(max(0.0, time.time() - row.occurred_epoch))
 
             return on_delivery
 
-        for row in rows:
+        for index, row in enumerate(rows):
             while True:
                 try:
                     producer.produce(
                         row.topic,
                         value=row.payload.encode(),
                         key=row.aggregateid.encode(),
-                        headers=row.headers(),
-                        on_delivery=delivery_report(row),
+                        headers=row.headers(spans.traceparent(index)),
+                        on_delivery=delivery_report(index, row),
                     )
                     break
                 except BufferError:

@@ -16,6 +16,7 @@ from runtime.logging import configure_logging
 from runtime.observability import Check, ObservabilityServer
 from runtime.process import loop_liveness, stop_on_signals
 from runtime.settings import RelayKind, Settings
+from runtime.tracing import configure_tracing
 
 
 def pending_and_age(settings: Settings) -> tuple[int, float]:
@@ -32,6 +33,7 @@ def main() -> None:
     """Console script entry point: relay until SIGTERM or SIGINT."""
     settings = Settings()
     configure_logging(settings.log_level, "outbox-relay")
+    configure_tracing("outbox-relay")
     checks: dict[str, Check] = {
         "database": database_check(settings),
         "kafka": kafka_check(settings),

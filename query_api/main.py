@@ -6,12 +6,14 @@ from query_api.app import create_app
 from runtime.logging import configure_logging
 from runtime.serving import serve
 from runtime.settings import Settings
+from runtime.tracing import configure_tracing
 
 
 def main() -> None:
     """Console script entry point."""
     settings = Settings()
     configure_logging(settings.log_level, "query-api")
+    configure_tracing("query-api")
     serve(
         create_app(settings),
         settings.http_host,

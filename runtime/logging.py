@@ -1,7 +1,9 @@
-"""Structured JSON logging with correlation ids and PAN masking.
+"""Structured JSON logging with correlation ids, trace ids and PAN masking.
 
 Every log line is one JSON object on stdout. The correlation id of the request or event
-being handled is bound in a context variable and added to every line. Anything that
+being handled is bound in a context variable and added to every line; a line written
+inside an OpenTelemetry span carries its ``trace_id`` and ``span_id`` (lowercase hex, as
+trace viewers search for them), so a log line leads to its trace. Anything that
 looks like a PAN is masked (``ABCDE***4F``) in every string value before it is written,
 so personal data never reaches the logs whatever a caller passes in.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import trace
 
 # No word boundaries: a PAN glued to other characters (``pan_ABCDE1234F``, a URL-encoded
 # ``%22ABCDE1234F``, ``IDABCDE1234F``) is still a PAN, and a stray match costs nothing.
@@ -62,6 +65,18 @@ def _mask_processor(
     return event_dict
 
 
+def _add_trace_ids(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # One context-variable read per line; outside a span (or with tracing off) the
+    # current span is the invalid one and nothing is added.
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", trace.format_trace_id(context.trace_id))
+        event_dict.setdefault("span_id", trace.format_span_id(context.span_id))
+    return event_dict
+
+
 def _orjson_dumps(obj: Any, default: Any) -> str:
     return orjson.dumps(obj, default=default).decode()
 
@@ -77,6 +92,7 @@ def configure_logging(level: str, process: str) -> None:
         numeric = logging.INFO
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_process(process),

@@ -4,7 +4,8 @@
 in and out), every answer ``Cache-Control: no-store``, one log line and its metrics
 (:mod:`runtime.metrics`), and answers an unexpected exception with a 500 problem without a
 stack trace or SQL in the body, logged in full. :class:`HeadAsGetMiddleware` routes
-``HEAD`` as ``GET``. :func:`install_observability` installs both, in their order.
+``HEAD`` as ``GET``. :func:`install_observability` installs both, in their order, and
+OpenTelemetry's server span around them when tracing is on (:mod:`runtime.tracing`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime.logging import bind_correlation_id, clear_context, get_logger
 from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from runtime.problems import ProblemResponse, problem_body
+from runtime.tracing import instrument_app
 
 CORRELATION_HEADER = "X-Correlation-ID"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -157,12 +159,16 @@ class HeadAsGetMiddleware:
 
 
 def install_observability(app: FastAPI, service: str) -> None:
-    """Correlation ids, request logs and request metrics for ``app``, labelled ``service``.
+    """Correlation ids, request logs, request metrics and traces for ``app``, labelled ``service``.
 
     :class:`RequestContextMiddleware` becomes the outermost middleware so far and
     :class:`HeadAsGetMiddleware` the innermost, whatever is installed later. The
     ``GET /metrics`` route that serves the metrics is :data:`runtime.metrics.router`.
+    With tracing on, OpenTelemetry's middleware wraps them all (it rebuilds the stack
+    outermost), so the request's log line is written inside its server span and carries
+    its trace id.
     """
     # Innermost, whatever is installed later: a HEAD is logged and counted as a HEAD.
     app.user_middleware.append(Middleware(HeadAsGetMiddleware))
     app.add_middleware(RequestContextMiddleware, service=service)
+    instrument_app(app)
