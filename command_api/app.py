@@ -15,6 +15,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from command_api import routes
+from command_api.contract import contract
 from command_api.routes import WRITE_SCOPE
 from command_api.submit import SubmitApplication
 from runtime import metrics
@@ -25,7 +26,8 @@ from runtime.docs_ui import install_docs
 from runtime.health_routes import health_router
 from runtime.limits import install_request_limits
 from runtime.middleware import install_observability
-from runtime.problems import install_error_handlers
+from runtime.openapi import publish
+from runtime.problems import PROBLEM_SCHEMA, install_error_handlers
 from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
 
@@ -76,4 +78,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes.router)
     install_docs(app, app.title)
     document_scopes(app, {"submitApplication": WRITE_SCOPE})
+    publish(app, contract(settings), PROBLEM_SCHEMA)
     return app

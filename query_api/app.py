@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from query_api import routes
+from query_api.contract import CONTRACT
 from query_api.reader import StatusReader
 from query_api.routes import READ_SCOPE
 from runtime import metrics
@@ -25,7 +26,8 @@ from runtime.docs_ui import install_docs
 from runtime.health_routes import health_router
 from runtime.limits import install_request_limits
 from runtime.middleware import install_observability
-from runtime.problems import install_error_handlers
+from runtime.openapi import publish
+from runtime.problems import PROBLEM_SCHEMA, install_error_handlers
 from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
 
@@ -68,4 +70,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes.router)
     install_docs(app, app.title)
     document_scopes(app, {"getApplicationStatus": READ_SCOPE})
+    publish(app, CONTRACT, PROBLEM_SCHEMA)
     return app

@@ -21,6 +21,7 @@ from command_api.models import ApplicationAccepted, ApplicationRequest
 from query_api.app import create_app as create_query_api
 from query_api.models import ApplicationStatusResponse
 from runtime.docs_ui import EXAMPLE_CORRELATION_ID, STATIC_DIR, STATIC_PATH
+from runtime.problems import PROBLEM_SCHEMA
 from runtime.settings import Settings
 from tests.support.auth import bearer
 
@@ -106,11 +107,13 @@ def test_each_error_example_is_a_problem_of_its_own_status(
     api: str, path: str, code: str, media_type: str, media: dict[str, Any]
 ) -> None:
     example = media["example"]
+    assert media["schema"] == {"$ref": "#/components/schemas/Problem"}
+    schema = PROBLEM_SCHEMA
 
     assert example["status"] == int(code)
     assert example["type"].startswith("urn:prequal:problem:")
-    assert set(media["schema"]["required"]) <= set(example)
-    assert set(example) <= set(media["schema"]["properties"])
+    assert set(schema["required"]) <= set(example)
+    assert set(example) <= set(schema["properties"])
 
 
 def _example(api: str, path: str, code: str) -> dict[str, Any]:
