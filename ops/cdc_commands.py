@@ -1,6 +1,6 @@
 """``prequal-ops cdc reset-slot``: the Debezium relay's position (Kafka Connect and the slot).
 
-The work is done in :mod:`outbox.connect_admin`; this module asks for confirmation and
+The work is done in :mod:`ops.connect_admin`; this module asks for confirmation and
 prints (``--json`` for scripts; the hand-over's log goes to stderr).
 """
 
@@ -16,17 +16,7 @@ import structlog
 import typer
 from confluent_kafka import KafkaException
 
-from ops.console import (
-    REFUSED,
-    UNREACHABLE,
-    DryRunFlag,
-    JsonFlag,
-    YesFlag,
-    confirm,
-    database,
-    print_json,
-)
-from outbox.connect_admin import (
+from ops.connect_admin import (
     ConnectAdmin,
     ConnectError,
     ConnectorMissing,
@@ -36,6 +26,16 @@ from outbox.connect_admin import (
     SlotState,
     check_slot_database,
     reset_slot,
+)
+from ops.console import (
+    REFUSED,
+    UNREACHABLE,
+    DryRunFlag,
+    JsonFlag,
+    YesFlag,
+    confirm,
+    database,
+    print_json,
 )
 from outbox.relay import DeliveryFailed
 from runtime.settings import Settings

@@ -10,7 +10,7 @@ The root of the command tree; each group is a module of its own:
 
 They parse, ask for confirmation and print (``--json`` for scripts; prompts go to
 stderr); the work is done in :mod:`ops.status`, :mod:`ops.replay`, :mod:`ops.purge`,
-:mod:`ops.dlq` and :mod:`outbox.connect_admin`. Exit codes are :mod:`ops.console`'s:
+:mod:`ops.dlq` and :mod:`ops.connect_admin`. Exit codes are :mod:`ops.console`'s:
 0 done, 1 a server did not answer, 2 bad arguments or a refusal, 3 declined.
 """
 

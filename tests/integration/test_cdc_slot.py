@@ -24,8 +24,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from ops.connect_admin import ConnectAdmin, drop_slot, read_slot
 from outbox.cdc import CdcRelay
-from outbox.connect_admin import ConnectAdmin, drop_slot, read_slot
 from runtime.kafka import ensure_topics
 from runtime.settings import Settings
 from tests.support.infra import connect_running, local
