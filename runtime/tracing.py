@@ -23,6 +23,8 @@ made, FastAPI and psycopg stay uninstrumented, and the helpers below pass a rece
 exported by its own thread: a request or a loop only ever appends to a bounded queue
 (spans beyond ``OTEL_BSP_MAX_QUEUE_SIZE`` are dropped, never waited for), and the
 exporter's timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s) bounds that thread alone.
+The provider is handed to what it traces, never made the API's global one (see
+:func:`configure_tracing`).
 
 Exported spans carry no personal data: every string is PAN-masked, and an exception is
 exported by its type only — its message (a driver's message carries the statement's
@@ -95,7 +97,6 @@ class _State:
     """The process's tracing: ``active`` is None while it is off."""
 
     active: _Active | None = None
-    global_set: bool = False
     exit_registered: bool = False
 
 
@@ -129,11 +130,10 @@ def configure_tracing(service: str, exporters: Sequence[SpanExporter] | None = N
     processors = [BatchSpanProcessor(_Redacting(exporter)) for exporter in chosen]
     for processor in processors:
         provider.add_span_processor(processor)
-    if not _state.global_set:
-        # The API allows one global provider per process; ours are passed explicitly to
-        # everything we instrument, so a test configuring again needs no second one.
-        trace.set_tracer_provider(provider)
-        _state.global_set = True
+    # Not made the API's global provider, on purpose: everything we trace gets it
+    # explicitly, and FastAPI (0.163+) starts telemetry of its own, with spans around
+    # every dependency and serialization, as soon as a global provider exists. The API
+    # also allows one global per process, which a reconfigured process could not undo.
     _state.active = _Active(provider, processors, provider.get_tracer(TRACER_NAME))
     # Imported only when tracing is on (so for every import below): off costs nothing.
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor  # noqa: PLC0415

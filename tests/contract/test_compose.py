@@ -5,7 +5,9 @@ on its Settings default port, and is configured only through real ``PREQUAL_*`` 
 startup order is expressed with depends_on conditions; the ``cdc`` profile registers the
 repository's Debezium connector config (infra/debezium) rather than a copy of it, and its
 Connect worker resolves the database password from its environment, so the registered
-config holds a reference, never the password; the ``monitoring`` profile adds Grafana.
+config holds a reference, never the password; the ``monitoring`` profile adds Grafana
+and Jaeger, to which every process sends its traces once ``OTEL_TRACES_EXPORTER=otlp``
+turns them on (off by default).
 
 No container engine is needed: the file is read as YAML, and Compose v1.29 (Debian's
 ``docker-compose`` package) validates it with ``config``, which never contacts an engine.
@@ -267,7 +269,8 @@ def test_every_depends_on_names_a_condition_compose_knows() -> None:
 def test_every_server_and_process_has_a_healthcheck_and_the_jobs_have_none() -> None:
     services = load_compose()["services"]
 
-    for name in ("postgres", "kafka", "connect", "prometheus", "grafana", *PROCESS_PORT_FIELDS):
+    servers = ("postgres", "kafka", "connect", "prometheus", "grafana", "jaeger")
+    for name in (*servers, *PROCESS_PORT_FIELDS):
         assert services[name]["healthcheck"].get("test"), f"{name} has no healthcheck"
     for job in ("migrate", "topics", "connect-register"):
         assert services[job]["healthcheck"] == {"disable": True}, job
@@ -566,16 +569,57 @@ def test_without_the_cluster_env_file_kafka_is_one_node_with_one_replica(
 # -------------------------------------------------------------------- monitoring profile
 
 
-def test_the_monitoring_profile_adds_grafana_on_top_of_the_default_prometheus() -> None:
+def test_the_monitoring_profile_adds_grafana_and_jaeger_on_top_of_the_default_prometheus() -> None:
     services = load_compose()["services"]
     in_monitoring = {
         name for name, svc in services.items() if "monitoring" in svc.get("profiles", [])
     }
 
-    assert in_monitoring == {"grafana"}
+    assert in_monitoring == {"grafana", "jaeger"}
     assert not services["prometheus"].get("profiles"), "Prometheus runs without the profile"
     assert conditions(services["grafana"]) == {"prometheus": "service_healthy"}
     assert container_ports(services["grafana"]) == {3000}
+
+
+#: The OTLP/HTTP receiver's port, and the port of Jaeger's UI.
+OTLP_HTTP_PORT = 4318
+JAEGER_UI_PORT = 16686
+
+
+def test_jaeger_runs_all_in_one_with_its_otlp_http_receiver_and_ui_published() -> None:
+    jaeger = load_compose()["services"]["jaeger"]
+
+    assert jaeger["image"].startswith("jaegertracing/jaeger:2.")
+    assert container_ports(jaeger) == {OTLP_HTTP_PORT, JAEGER_UI_PORT}
+    assert environment(jaeger)["JAEGER_LISTEN_HOST"] == "0.0.0.0"  # noqa: S104 - containers
+    assert "13133/status" in " ".join(jaeger["healthcheck"]["test"])
+
+
+def test_every_process_traces_to_jaeger_only_once_otel_traces_exporter_turns_it_on() -> None:
+    compose = load_compose()
+
+    for name, service in prequal_services(compose).items():
+        env = unset(environment(service))
+        # Off by default: a process never exports to a backend nobody started.
+        assert env["OTEL_TRACES_EXPORTER"] == "none", name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://jaeger:{OTLP_HTTP_PORT}", name
+        # service.name is the process's own (runtime.tracing), never one for all.
+        assert "OTEL_SERVICE_NAME" not in env, name
+        # Tracing is never a reason not to start.
+        assert "jaeger" not in conditions(service), name
+
+
+def test_compose_hands_otel_traces_exporter_to_every_process(tmp_path: Path) -> None:
+    result = run_compose(
+        tmp_path, "--profile", "monitoring", "config", env={"OTEL_TRACES_EXPORTER": "otlp"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    for process in PROCESS_PORT_FIELDS:
+        env = environment(resolved[process])
+        assert env["OTEL_TRACES_EXPORTER"] == "otlp", process
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://jaeger:{OTLP_HTTP_PORT}", process
 
 
 # ------------------------------------------------------------------- Compose validation

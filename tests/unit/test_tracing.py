@@ -255,3 +255,5 @@ def test_configuring_again_replaces_the_previous_setup_and_shutdown_turns_tracin
     assert not tracing_enabled()
     assert not _is_instrumented(psycopg.Connection.connect)
     assert not trace.get_current_span().get_span_context().is_valid
+    # Never the global provider: FastAPI's own telemetry would start with one, for good.
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
