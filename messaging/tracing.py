@@ -197,13 +197,20 @@ class BatchTrace:
         self._children.append(span)
         return traceparent_of(span.get_span_context())
 
-    def end_message(self, index: int, error: str | None = None) -> None:
-        """End message ``index``'s span now (an error status with ``error``); once only."""
+    def end_message(
+        self, index: int, error: str | None = None, attributes: Mapping[str, Any] | None = None
+    ) -> None:
+        """End message ``index``'s span now, with ``attributes``; an error status with ``error``.
+
+        Once only: a late call (a delivery report after its batch ended) does nothing.
+        """
         if index not in self._open:
             return
         self._open.discard(index)
-        span = self._spans[index]
+        span = self._spans[index] if self._spans else None
         if span is not None:
+            if attributes:
+                span.set_attributes(dict(attributes))
             self._end(span, error)
 
     def _end(self, span: Span, error: str | None = None) -> None:

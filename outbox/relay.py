@@ -306,15 +306,15 @@ class PollingRelay:
                     failures.append(error)
                     spans.end_message(index, f"not delivered: {error.name()}")
                     return
-                span = spans.span(index)
-                if span is not None and message is not None:
-                    span.set_attributes(
-                        {
-                            "messaging.destination.partition.id": str(message.partition()),
-                            "messaging.kafka.offset": message.offset() or 0,
-                        }
-                    )
-                spans.end_message(index)
+                where = (
+                    {
+                        "messaging.destination.partition.id": str(message.partition()),
+                        "messaging.kafka.offset": message.offset() or 0,
+                    }
+                    if message is not None and spans.span(index) is not None
+                    else None
+                )
+                spans.end_message(index, attributes=where)
                 if not row.replayed:
                     # A replayed copy keeps its original's occurred_at: not a latency.
                     RELAY_PUBLISH_LATENCY.observe(max(0.0, time.time() - row.occurred_epoch))
