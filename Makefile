@@ -10,7 +10,7 @@ PY_PACKAGES := runtime schema outbox messaging ops command_api query_api credit_
 -include .env
 export
 
-.PHONY: audit chart shellcheck test-faults test-cluster bench bench-smoke bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit chart shellcheck lint-openapi test-faults test-cluster bench bench-smoke bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ test-faults: .venv/.installed ## The network-fault drills (Toxiproxy) against th
 test-cluster: .venv/.installed ## Broker-loss drills on a three-broker KRaft cluster under load
 	$(RUN) pytest -m kafka_cluster -p no:cacheprovider
 
-check: lint typecheck imports shellcheck ## Lint, format check, mypy strict, import contracts, shellcheck
+check: lint typecheck imports shellcheck lint-openapi ## Lint, format check, mypy strict, import contracts, shellcheck, OpenAPI linters
 
 lint: .venv/.installed ## Ruff and Black --check
 	$(RUN) ruff check .
@@ -69,6 +69,9 @@ typecheck: .venv/.installed ## mypy --strict
 
 imports: .venv/.installed ## Import-linter contracts (services -> outbox -> schema -> runtime)
 	$(RUN) lint-imports
+
+lint-openapi: .venv/.installed ## Redocly and Spectral on both OpenAPI documents (errors fail)
+	infra/lint-openapi.sh
 
 shellcheck: ## shellcheck on every shell script of the repository
 	@command -v shellcheck >/dev/null || { echo "missing: shellcheck; run: apt-get install -y shellcheck" >&2; exit 1; }

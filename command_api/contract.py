@@ -34,10 +34,13 @@ def contract(settings: Settings) -> Contract:
     """The command API's contract; the link points at the query API of ``settings``."""
     status_operation = (
         f"{settings.query_api_base_url}/openapi.json"
-        "#/paths/~1applications~1{application_id}~1status/get"
+        # A URI reference: the path's braces percent-encoded (RFC 3986), "/" as "~1".
+        "#/paths/~1applications~1%7Bapplication_id%7D~1status/get"
     )
     return Contract(
         title="prequal command API",
+        description="Submit loan prequalification applications; each decision follows"
+        " asynchronously (poll the Location).",
         tags={
             "applications": "Submit loan prequalification applications.",
             "operations": "Probes for orchestrators and load balancers (no token).",

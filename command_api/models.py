@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from schema.events import LoanType
@@ -70,6 +71,17 @@ InrAmount = Annotated[
     ),
     # 7.5E+4 and 75000 are both 75000.00: one form for the row, the event and the key.
     AfterValidator(lambda amount: amount.quantize(_PAISE)),
+    # Pydantic cannot state the Decimal constraints on a number-or-string and would leak
+    # them as keys that are no JSON Schema (Redocly's struct rule); the bounds JSON Schema
+    # can say, it says here, and the description says the rest.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 10**10},
+                {"type": "string"},
+            ]
+        }
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ applications: another client's id is a 404, as an unknown one is. A 503 carries
 
 CONTRACT = Contract(
     title="prequal query API",
+    description="Read the status of loan prequalification applications.",
     tags={
         "applications": "Read the status of your loan prequalification applications.",
         "operations": "Probes for orchestrators and load balancers (no token).",

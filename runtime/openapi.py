@@ -77,13 +77,15 @@ RETRY_STATUSES = ("409", "429", "503")
 class Contract:
     """What an API's document states beyond what FastAPI generates (see ``publish``).
 
-    ``tags``: name → description. ``operations``: operationId → its tag, description
-    (CommonMark), extra response headers (status → header names of :data:`HEADERS`) and
-    OpenAPI links (status → name → link object). Operations absent from ``operations``
-    are tagged ``operations`` and need no token.
+    ``description``: the API's, for ``info``. ``tags``: name → description.
+    ``operations``: operationId → its tag, description (CommonMark), extra response
+    headers (status → header names of :data:`HEADERS`) and OpenAPI links (status → name →
+    link object). Operations absent from ``operations`` are tagged ``operations`` and
+    need no token.
     """
 
     title: str
+    description: str
     tags: dict[str, str]
     operations: dict[str, Operation] = field(default_factory=dict)
 
@@ -111,26 +113,33 @@ def publish(app: FastAPI, contract: Contract, problem_schema: dict[str, Any]) ->
     def amend(schema: dict[str, Any]) -> None:
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {})["Problem"] = problem_schema
-        components["headers"] = {name.replace("-", ""): spec for name, spec in HEADERS.items()}
         schemes = list(components.get("securitySchemes", {}))
+        schema["info"].setdefault("description", contract.description)
+        schema["info"].setdefault("license", {"name": "MIT", "identifier": "MIT"})
+        schema["info"].setdefault("contact", {"name": "prequal maintainers"})
         schema["servers"] = [{"url": "/", "description": f"This {contract.title}"}]
         schema["security"] = [{scheme: []} for scheme in schemes]
         schema["tags"] = [{"name": n, "description": d} for n, d in contract.tags.items()]
+        used: set[str] = set()
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
                 if isinstance(operation, dict):
-                    _amend_operation(operation, contract, problem_schema)
+                    used |= _amend_operation(operation, contract, problem_schema)
+        components["headers"] = {name.replace("-", ""): HEADERS[name] for name in sorted(used)}
 
     amend_document(app, amend)
 
 
 def _amend_operation(
     operation: dict[str, Any], contract: Contract, problem_schema: dict[str, Any]
-) -> None:
+) -> set[str]:
+    """Amend one operation in place; the names of the headers its responses declare."""
     documented = contract.operations.get(operation.get("operationId", ""))
+    used: set[str] = set()
     if documented is None:
         operation["tags"] = ["operations"]
         operation.setdefault("security", [])
+        operation.setdefault("description", operation.get("summary", ""))
     else:
         operation["tags"] = [documented.tag]
         operation["description"] = documented.description
@@ -148,3 +157,5 @@ def _amend_operation(
         headers = response.setdefault("headers", {})
         for name in names:
             headers.setdefault(name, {"$ref": f"#/components/headers/{name.replace('-', '')}"})
+        used.update(names)
+    return used
