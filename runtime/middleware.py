@@ -24,7 +24,6 @@ from runtime.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from runtime.problems import ProblemResponse, problem_body
 from runtime.tracing import instrument_app
 
-CORRELATION_HEADER = "X-Correlation-ID"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 #: Methods counted under their own name; any other (clients may send any token) is
 #: "OTHER", so a client can neither grow the label set nor put data into a label.
