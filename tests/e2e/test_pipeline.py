@@ -135,11 +135,11 @@ async def test_200_concurrent_applications_each_reach_exactly_one_expected_final
             assert final["cibil_score"] == score, request
         assert 300 <= final["cibil_score"] <= 900
     # Exactly one decision each: one decided event per application, none pending.
-    decided = db.execute(
+    decided_events = db.execute(
         "SELECT count(*), count(DISTINCT aggregateid) FROM outbox"
         " WHERE type = 'LoanApplicationDecided'"
     ).fetchone()
-    assert decided == (200, 200)
+    assert decided_events == (200, 200)
     assert db.execute("SELECT count(*) FROM applications WHERE status = 'PENDING'").fetchone() == (
         0,
     )
