@@ -130,7 +130,10 @@ def run_compose(
         f"{COMPOSE_BINARY} is not installed: apt-get install -y {COMPOSE_PACKAGE} "
         "(validating the file needs no container engine)"
     )
-    base = {key: value for key, value in os.environ.items() if key != "PREQUAL_RELAY"}
+    # The suite's own servers put PREQUAL_* (PREQUAL_KAFKA_BROKERS=1, ports...) into this
+    # process's environment, and Compose lets the environment override the env file:
+    # the file is checked as a user would run it, with ``env`` and the env file only.
+    base = {key: value for key, value in os.environ.items() if not key.startswith("PREQUAL_")}
     return subprocess.run(
         [binary, "--env-file", str(env_file_path), "-f", str(COMPOSE_FILE), *args],
         cwd=ROOT,
