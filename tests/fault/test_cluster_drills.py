@@ -26,7 +26,6 @@ into the CI log and recorded as the test's ``figures`` property.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 import time
@@ -41,17 +40,17 @@ import pytest
 from psycopg import sql
 
 from bench.loadgen import percentile
-from messaging.headers import EVENT_ID, EVENT_TYPE
 from runtime.dev_issuer import issue_token
 from runtime.settings import Settings
 from schema.events import EventType
 from schema.migrate import upgrade
 from tests.conftest import TABLES, Spawn
+from tests.fault.checks import events_per_application, ms
 from tests.fault.load import Answer, parse
 from tests.support.auth import ALL_SCOPES
 from tests.support.cluster import NODES, KafkaCluster
 from tests.support.infra import recreate_database
-from tests.support.kafka import Received, consume, isolated_topics
+from tests.support.kafka import isolated_topics
 from tests.support.pipeline import Pipeline, start_pipeline
 from tests.support.processes import wait_until
 
@@ -258,33 +257,6 @@ async def _run_drill(
     return drill, pending
 
 
-def _events_per_application(
-    settings: Settings, topic: str, event_type: EventType, expected: set[str]
-) -> dict[str, list[str]]:
-    """Each application's ``event_type`` event ids, as a read_committed reader sees them.
-
-    Reads from the beginning until every id in ``expected`` was seen, and 3 s more so
-    that a duplicate committed right behind the first copy is counted too (60 s at most).
-    """
-    events: dict[str, list[str]] = {}
-    read = 0
-    complete_at: list[float] = []
-
-    def until(messages: list[Received]) -> bool:
-        nonlocal read
-        for message in messages[read:]:
-            if message.value and message.headers.get(EVENT_TYPE) == event_type.value:
-                aggregate = str(json.loads(message.value)["aggregate_id"])
-                events.setdefault(aggregate, []).append(message.headers.get(EVENT_ID, ""))
-        read = len(messages)
-        if not complete_at and expected <= events.keys():
-            complete_at.append(time.monotonic())
-        return bool(complete_at) and time.monotonic() - complete_at[0] > 3.0
-
-    consume(settings, topic, until=until, timeout_s=60.0, isolation="read_committed")
-    return events
-
-
 def _decision_rows(settings: Settings) -> Counter[str]:
     """LoanApplicationDecided outbox rows per application (replays excluded)."""
     with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as db:
@@ -295,20 +267,26 @@ def _decision_rows(settings: Settings) -> Counter[str]:
     return Counter({str(aggregate): int(count) for aggregate, count in rows})
 
 
-def _ms(values: list[float], q: float) -> str:
-    return f"{percentile(values, q) * 1000:.0f} ms" if values else "-"
-
-
 def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[str, list[str]]:
     """The drill's printable figures, and every property it broke."""
     settings = pipeline.settings
     accepted = set(drill.accepted())
     decided = _decision_rows(settings)
-    submitted = _events_per_application(
-        settings, settings.topic_submitted, EventType.LOAN_APPLICATION_SUBMITTED, accepted
+    submitted = events_per_application(
+        settings,
+        settings.topic_submitted,
+        EventType.LOAN_APPLICATION_SUBMITTED,
+        accepted,
+        settle_s=3.0,
+        timeout_s=60.0,
     )
-    reports = _events_per_application(
-        settings, settings.topic_credit_reports, EventType.CREDIT_REPORT_GENERATED, accepted
+    reports = events_per_application(
+        settings,
+        settings.topic_credit_reports,
+        EventType.CREDIT_REPORT_GENERATED,
+        accepted,
+        settle_s=3.0,
+        timeout_s=60.0,
     )
     posts = [a.latency_s for a in drill.answers if a.api == "command"]
     gets = [a.latency_s for a in drill.answers if a.api == "query"]
@@ -349,9 +327,9 @@ def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[s
         f"{sum(len(ids) for ids in reports.values())} submitted events read="
         f"{sum(len(ids) for ids in submitted.values())} (relay redeliveries {redelivered})"
         f" statuses={dict(sorted(statuses.items()))}"
-        f"\n  [{name}] POST p50={_ms(posts, 50)} p99={_ms(posts, 99)} max={_ms(posts, 100)}"
-        f" (sent during the fault: p99={_ms(during, 99)});"
-        f" GET p99={_ms(gets, 99)}; bound {P99_LIMIT_S * 1000:.0f} ms"
+        f"\n  [{name}] POST p50={ms(posts, 50)} p99={ms(posts, 99)} max={ms(posts, 100)}"
+        f" (sent during the fault: p99={ms(during, 99)});"
+        f" GET p99={ms(gets, 99)}; bound {P99_LIMIT_S * 1000:.0f} ms"
         f"\n  [{name}] broker resident memory, highest: {memory}"
     )
 

@@ -41,14 +41,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.loadgen import percentile
-from messaging.headers import EVENT_ID, EVENT_TYPE
 from runtime.dev_issuer import issue_token
-from runtime.settings import Settings
 from schema.events import EventType
+from tests.fault.checks import events_per_application, ms
 from tests.fault.conftest import FaultRig
 from tests.fault.load import Answer, parse
 from tests.support.auth import ALL_SCOPES
-from tests.support.kafka import Received, consume
 from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.network_fault
@@ -218,41 +216,9 @@ async def _run_drill(
     return drill, pending
 
 
-def _events_per_application(
-    settings: Settings, topic: str, event_type: EventType, expected: set[str]
-) -> dict[str, list[str]]:
-    """The event ids of each application's ``event_type`` events a read_committed reader sees.
-
-    Reads from the beginning until every id in ``expected`` was seen, and 2 s more so
-    that a duplicate committed right behind the first copy is counted too (30 s at most).
-    """
-    events: dict[str, list[str]] = {}
-    read = 0
-    complete_at: list[float] = []
-
-    def until(messages: list[Received]) -> bool:
-        nonlocal read
-        for message in messages[read:]:
-            # Transaction fences (no value) and other types are not events of this kind.
-            if message.value and message.headers.get(EVENT_TYPE) == event_type.value:
-                aggregate = str(json.loads(message.value)["aggregate_id"])
-                events.setdefault(aggregate, []).append(message.headers.get(EVENT_ID, ""))
-        read = len(messages)
-        if not complete_at and expected <= events.keys():
-            complete_at.append(time.monotonic())
-        return bool(complete_at) and time.monotonic() - complete_at[0] > 2.0
-
-    consume(settings, topic, until=until, timeout_s=30.0, isolation="read_committed")
-    return events
-
-
 def _stored_ids(rig: FaultRig) -> set[str]:
     with psycopg.connect(rig.direct.psycopg_conninfo, autocommit=True) as db:
         return {str(row[0]) for row in db.execute("SELECT id FROM applications")}
-
-
-def _ms(values: list[float], q: float) -> str:
-    return f"{percentile(values, q) * 1000:.0f} ms" if values else "-"
 
 
 def _timeline(drill: Drill) -> str:
@@ -375,11 +341,21 @@ def _judge(
     limit = settings.db_deadline_s + MARGIN_S
     accepted = set(drill.accepted())
     stored = _stored_ids(rig)
-    decisions = _events_per_application(
-        settings, settings.topic_decisions, EventType.LOAN_APPLICATION_DECIDED, accepted
+    decisions = events_per_application(
+        settings,
+        settings.topic_decisions,
+        EventType.LOAN_APPLICATION_DECIDED,
+        accepted,
+        settle_s=2.0,
+        timeout_s=30.0,
     )
-    reports = _events_per_application(
-        settings, settings.topic_credit_reports, EventType.CREDIT_REPORT_GENERATED, accepted
+    reports = events_per_application(
+        settings,
+        settings.topic_credit_reports,
+        EventType.CREDIT_REPORT_GENERATED,
+        accepted,
+        settle_s=2.0,
+        timeout_s=30.0,
     )
     doubled = {i: e for i, e in decisions.items() if len(set(e)) > 1}
     redelivered = sum(1 for e in decisions.values() if len(e) > len(set(e)))
@@ -411,9 +387,9 @@ def _judge(
         f"\n  [{name}] accepted={len(accepted)} decided={len(accepted) - pending}"
         f" lost={pending} doubled={len(doubled)} decisions redelivered={redelivered}"
         f" statuses={dict(sorted(Counter(a.status for a in drill.answers).items()))}"
-        f"\n  [{name}] POST p50={_ms(posts, 50)} p99={_ms(posts, 99)} max={_ms(posts, 100)};"
-        f" GET p99={_ms(gets, 99)} max={_ms(gets, 100)}; limit {limit * 1000:.0f} ms;"
-        f" generator send lag p99={_ms(lag, 99)}"
+        f"\n  [{name}] POST p50={ms(posts, 50)} p99={ms(posts, 99)} max={ms(posts, 100)};"
+        f" GET p99={ms(gets, 99)} max={ms(gets, 100)}; limit {limit * 1000:.0f} ms;"
+        f" generator send lag p99={ms(lag, 99)}"
         f"\n  [{name}] fault at {drill.injected_s:.1f}-{drill.healed_s:.1f} s; POSTs by"
         f" second (202/503): {_timeline(drill)}"
         f"\n  [{name}] metrics (first→max→last): {_metrics_summary(drill)}"
