@@ -684,20 +684,31 @@ auto.create.topics.enable=false
 EOF
 }
 
+# Same shape as `kafka-storage random-uuid` (16 random bytes, URL-safe base64 without
+# padding) without paying for a JVM start. Like Kafka's Uuid.randomUuid it draws again
+# when the id starts with "-": the tool's argument parser would read such an id as an
+# option ("--cluster-id: expected one argument"), one format in 64.
+kafka_cluster_id() {
+  local id=-
+  while [[ $id == -* ]]; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  done
+  printf '%s\n' "$id"
+}
+
 kafka_format() {
-  local id
+  local id=
   if [[ -f $KAFKA_DATA/meta.properties ]]; then return 0; fi
   if [[ -s $KAFKA_CLUSTER_ID_FILE ]]; then
     id=$(<"$KAFKA_CLUSTER_ID_FILE")
-  else
-    # Same shape as `kafka-storage random-uuid` (16 random bytes, URL-safe base64)
-    # without paying for a JVM start.
-    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  fi
+  if [[ ! $id =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]]; then
+    id=$(kafka_cluster_id)
     printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID_FILE"
   fi
   info "$KAFKA_NAME: formatting storage in $KAFKA_DATA (cluster id $id)"
   printf '\n===== %s storage format (local.sh) =====\n' "$(date -Is)" >>"$KAFKA_LOG"
-  "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format --config "$KAFKA_CONF" --cluster-id "$id" \
+  "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format --config "$KAFKA_CONF" --cluster-id="$id" \
     --ignore-formatted >>"$KAFKA_LOG" 2>&1 9>&- ||
     fail "$KAFKA_NAME" "storage format (kafka.tools.StorageTool)" "$KAFKA_LOG"
 }
