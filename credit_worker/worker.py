@@ -119,7 +119,7 @@ class CreditWorker:
                 messages = next_batch(
                     consumer,
                     settings.consumer_batch_size,
-                    linger_s=settings.consumer_batch_linger_ms / 1000,
+                    linger_s=settings.credit_worker_commit_interval_ms / 1000,
                 )
                 if loop.state is not State.READY:
                     continue  # a rebalance during the poll asked for a rewind

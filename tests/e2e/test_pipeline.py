@@ -38,8 +38,12 @@ def relay(request: pytest.FixtureRequest, base_settings: Settings) -> Iterator[R
 
 @pytest.fixture
 def pipeline(settings: Settings, relay: RelayKind, spawn: Spawn) -> Pipeline:
-    """All six processes, each on free ports, against the test database and topics."""
-    return start_pipeline(settings.model_copy(update={"relay": relay}), spawn)
+    """All six processes, each on free ports, against the test database and topics.
+
+    At DEBUG, so that the per-decision trail is written and the PAN checks cover every
+    line a process can write.
+    """
+    return start_pipeline(settings.model_copy(update={"relay": relay, "log_level": "DEBUG"}), spawn)
 
 
 def _body(pan: str, income: str, amount: str, loan_type: str) -> dict[str, Any]:
@@ -217,10 +221,15 @@ async def test_worker_logs_carry_the_correlation_id_of_the_original_request(
 
     decision = pipeline.processes["decision-worker"]
     wait_until(lambda: "e2e-trace-42" in decision.log(), 5, decision.describe)
-    [line] = [json.loads(text) for text in decision.log().splitlines() if "e2e-trace-42" in text]
+    lines = [json.loads(text) for text in decision.log().splitlines() if text.startswith("{")]
+    [line] = [line for line in lines if line.get("correlation_id") == "e2e-trace-42"]
     assert line["event"] == "application.decided"
-    assert line["correlation_id"] == "e2e-trace-42"
+    assert line["level"] == "debug"
     assert line["process"] == "decision-worker"
+    summaries = [line for line in lines if line["event"] == "decisions.written"]
+    assert summaries
+    assert all(line["level"] == "info" for line in summaries)
+    assert sum(line["count"] for line in summaries) >= 1
     for name, process in pipeline.processes.items():
         assert "ABCDE1234F" not in process.log(), name
 
