@@ -10,7 +10,7 @@ PY_PACKAGES := runtime schema outbox messaging ops command_api query_api credit_
 -include .env
 export
 
-.PHONY: audit chart shellcheck lint-openapi test-faults test-cluster bench bench-smoke bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit chart shellcheck lint-openapi test-faults test-cluster bench bench-smoke profile bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -104,6 +104,9 @@ bench: .venv/.installed infra-up ## Every benchmark side by side; writes bench/r
 
 bench-smoke: .venv/.installed infra-up ## Every benchmark section, briefly (CI: keeps the harness working)
 	$(RUN) python -m bench.run --smoke --out bench/results/bench-smoke.json --plot bench/results/bench-smoke.png
+
+profile: .venv/.installed infra-up ## py-spy profiles of every process at 300 applications/s (folded stacks + summary)
+	$(RUN) python -m bench.profile --rate 300 --seconds 15 --out bench/results/profile
 
 # On servers of its own (.infra/bench-cluster, free ports), started and stopped by the module.
 bench-cluster: .venv/.installed ## The pipeline benchmark on a three-broker KRaft cluster (3 replicas, min ISR 2)

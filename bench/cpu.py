@@ -68,11 +68,20 @@ def snapshot() -> dict[int, tuple[str, float]]:
     return found
 
 
+def seconds_used(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds (user + system) used per role since ``before``.
+
+    A process that started since counts from zero; one that exited since is lost (the
+    benchmark's processes outlive each measurement).
+    """
+    used: dict[str, float] = {}
+    for pid, (role, now) in snapshot().items():
+        start = before.get(pid, (role, 0.0))[1]
+        used[role] = used.get(role, 0.0) + now - start
+    return dict(sorted(used.items()))
+
+
 def usage(before: dict[int, tuple[str, float]], seconds: float) -> dict[str, float]:
     """Cores used per role since ``before`` (1.0 = one core busy the whole time)."""
-    after = snapshot()
-    cores: dict[str, float] = {}
-    for pid, (role, used) in after.items():
-        start = before.get(pid, (role, 0.0))[1]
-        cores[role] = cores.get(role, 0.0) + (used - start) / seconds
-    return {role: round(value, 2) for role, value in sorted(cores.items()) if value >= 0.005}
+    cores = {role: used / seconds for role, used in seconds_used(before).items()}
+    return {role: round(value, 2) for role, value in cores.items() if value >= 0.005}

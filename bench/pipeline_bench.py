@@ -13,7 +13,15 @@ A rate is *sustained* when every POST got a 202, the backlog did not grow over t
 second half of the run (least-squares slope below 5 % of the arrival rate) and the
 backlog drained within 10 s after the load stopped.
 
-Usage: ``python -m bench.pipeline_bench [--rates 100,200,300] [--seconds 20]``.
+CPU per decided application: the CPU seconds every process used from the start of the
+load until the backlog drained (so all the work for those applications is in it), per
+role, divided by the applications decided; the load generator reports its own. "system"
+is the sum without the load generator.
+
+The rates run in rounds (every rate once per round, lowest first, then again), and
+:func:`summary` gives each rate's median and spread over its rounds.
+
+Usage: ``python -m bench.pipeline_bench [--rates 100,200,300] [--seconds 20] [--rounds 3]``.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import psycopg
@@ -29,6 +39,7 @@ import psycopg
 from bench import cpu
 from bench.loadgen import LoadSpec, RateResult, percentile, run_rate_in_subprocess
 from bench.relay_latency import ROOT
+from bench.repeats import interleaved, spread
 from bench.report import emit_json
 from runtime.dev_issuer import issue_token
 from runtime.settings import Settings
@@ -97,12 +108,8 @@ def run_rate(pipeline: Pipeline, rate: float, seconds: float) -> dict[str, Any]:
             samples.append((time.perf_counter() - started, float(_backlog(conn))))
         load_ended = time.perf_counter()
         cores = cpu.usage(cpu_before, load_ended - started)
-        drained_after = None
-        while time.perf_counter() - load_ended < DRAIN_LIMIT_S + 20:
-            if _backlog(conn) == 0:
-                drained_after = time.perf_counter() - load_ended
-                break
-            time.sleep(0.05)
+        drained_after = _wait_drained(conn, DRAIN_LIMIT_S + 20)
+        cpu_seconds = cpu.seconds_used(cpu_before)
         latencies = _visible_latencies_ms(conn, since)
     second_half = [p for p in samples if p[0] >= seconds / 2]
     growth = slope(second_half)
@@ -129,15 +136,99 @@ def run_rate(pipeline: Pipeline, rate: float, seconds: float) -> dict[str, Any]:
         "drained_after_s": None if drained_after is None else round(drained_after, 2),
         "sustained": sustained,
         "cores_used": cores,
+        "cpu_ms_per_application": cpu_ms_per_application(
+            cpu_seconds, load.client_cpu_pct / 100 * seconds, len(latencies)
+        ),
     }
 
 
-def measure(admin: Settings, rates: list[float], seconds: float) -> dict[str, Any]:
-    """Start the six processes once and run every rate against them, lowest first."""
+def _wait_drained(conn: psycopg.Connection, limit_s: float) -> float | None:
+    """Seconds until no application is pending, or None if some still are after ``limit_s``."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if _backlog(conn) == 0:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    return None
+
+
+def cpu_ms_per_application(
+    used_s: dict[str, float], generator_s: float, decided: int
+) -> dict[str, float]:
+    """CPU milliseconds per decided application, by role; empty when nothing was decided.
+
+    ``used_s``: CPU seconds by role; ``generator_s``: the load generator's own. Adds
+    ``system`` (every role but the load generator) and ``load-generator``.
+    """
+    if decided == 0:
+        return {}
+    per_role = {role: 1000 * seconds / decided for role, seconds in used_s.items()}
+    per_role = {role: round(ms, 3) for role, ms in per_role.items() if ms >= 0.0005}
+    return {
+        **per_role,
+        "system": round(sum(per_role.values()), 3),
+        "load-generator": round(1000 * generator_s / decided, 3),
+    }
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per rate, over its rounds: median and spread of the figures that decide targets.
+
+    ``{"by_rate": {rate: {"rounds", "sustained_rounds", "visible_p50_ms",
+    "visible_p99_ms", "cpu_ms_per_application", "cpu_ms_by_role"}}, "sustained_rate"}``:
+    latency and ``system`` CPU as Spread dicts, CPU by role as medians;
+    ``sustained_rate`` is the Spread of each round's highest sustained rate (0 if none).
+    """
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    highest: dict[int, float] = {}
+    for run in runs:
+        by_rate.setdefault(float(run["rate"]), []).append(run)
+        best = highest.setdefault(run.get("round", 1), 0.0)
+        if run["sustained"]:
+            highest[run.get("round", 1)] = max(best, float(run["rate"]))
+    rates: dict[float, dict[str, Any]] = {}
+    for rate, rounds in sorted(by_rate.items()):
+        costs = [r["cpu_ms_per_application"] for r in rounds if r["cpu_ms_per_application"]]
+        roles = sorted({role for cost in costs for role in cost})
+        rates[rate] = {
+            "rounds": len(rounds),
+            "sustained_rounds": sum(bool(r["sustained"]) for r in rounds),
+            **{
+                key: _spread_of(r[key] for r in rounds)
+                for key in ("visible_p50_ms", "visible_p99_ms")
+            },
+            "cpu_ms_per_application": _spread_of(c["system"] for c in costs),
+            "cpu_ms_by_role": {
+                role: round(median(c.get(role, 0.0) for c in costs), 3) for role in roles
+            },
+        }
+    return {
+        "by_rate": rates,
+        "sustained_rate": _spread_of(highest.values()),
+    }
+
+
+def _spread_of(values: Iterable[float | None]) -> dict[str, float] | None:
+    found = [float(v) for v in values if v is not None]
+    return spread(found).to_dict() if found else None
+
+
+def measure(
+    admin: Settings,
+    rates: list[float],
+    seconds: float,
+    rounds: int = 1,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start the six processes once; run every rate, lowest first, in ``rounds`` rounds.
+
+    ``overrides`` are Settings fields the processes run with.
+    Returns ``{"runs": [...], **summary(runs)}``.
+    """
     settings = isolated_topics(recreate_database(admin, DATABASE))
     # Capacity, not one client's fair share: the limit stays on, out of reach.
     settings = settings.model_copy(
-        update={"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000}
+        update={"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000, **(overrides or {})}
     )
     upgrade(settings.sqlalchemy_url)
     log_dir = ROOT / ".infra" / "logs" / "bench-pipeline"
@@ -154,15 +245,38 @@ def measure(admin: Settings, rates: list[float], seconds: float) -> dict[str, An
         pipeline = start_pipeline(settings, spawn)
         # Warm-up, not recorded: connections, producers and group joins.
         run_rate(pipeline, min(rates), 2)
-        for rate in sorted(rates):
-            runs.append(run_rate(pipeline, rate, seconds))
-            if not runs[-1]["sustained"]:
-                break
+        for number in range(1, rounds + 1):
+            for rate in sorted(rates):
+                # An overloaded rate may leave a backlog; the next rate starts without one.
+                with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as conn:
+                    _wait_drained(conn, 60)
+                runs.append({"round": number, **run_rate(pipeline, rate, seconds)})
     finally:
         for process in processes:
             process.terminate()
-    passing = [r["rate"] for r in runs if r["sustained"]]
-    return {"runs": runs, "sustained_rate": max(passing, default=None)}
+    return {"runs": runs, **summary(runs)}
+
+
+def commit_interval_trade(
+    admin: Settings, rates: list[float], seconds: float, rounds: int, intervals: list[int]
+) -> dict[str, Any]:
+    """The credit worker's commit interval against latency and CPU, interleaved rounds.
+
+    For each round, each interval in ``intervals`` (ms) gets a pipeline of its own and
+    every rate. Returns ``{"runs": [...], "by_interval": {ms: summary(runs)}}``.
+    """
+    runs: list[dict[str, Any]] = []
+    for number, interval in interleaved(rounds, [str(i) for i in intervals]):
+        overrides = {"credit_worker_commit_interval_ms": int(interval)}
+        measured = measure(admin, rates, seconds, 1, overrides)["runs"]
+        runs += [{**run, "round": number, "interval_ms": int(interval)} for run in measured]
+    return {
+        "runs": runs,
+        "by_interval": {
+            interval: summary([r for r in runs if r["interval_ms"] == interval])
+            for interval in intervals
+        },
+    }
 
 
 def main() -> None:
@@ -170,10 +284,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="100,200,300,400")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    results = measure(Settings(), rates, args.seconds)
+    results = measure(Settings(), rates, args.seconds, args.rounds)
     emit_json(results, args.out)
 
 

@@ -30,6 +30,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.relay_latency import ROOT, _env
+from bench.repeats import spread
 from bench.report import emit_json
 from outbox.append import OUTBOX_COLUMNS, OutboxMessage
 from runtime.kafka import ensure_topics
@@ -162,6 +163,19 @@ def drain_debezium(settings: Settings, rows: int, timeout_s: float = 300) -> dic
         subprocess.run([local, "down", "connect"], env=env, check=True)
         subprocess.run([local, "drop-slot"], env=env, check=True)
     return {"relay": "debezium", **result}
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per relay, the median and spread of events/s over its complete rounds.
+
+    ``{relay: Spread dict | None}``; None when no round of that relay completed.
+    """
+    relays = sorted({run["relay"] for run in runs})
+    rates = {
+        relay: [float(r["events_per_s"]) for r in runs if r["relay"] == relay and r["complete"]]
+        for relay in relays
+    }
+    return {relay: spread(found).to_dict() if found else None for relay, found in rates.items()}
 
 
 def _bench_topic(settings: Settings, name: str) -> Settings:

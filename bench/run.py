@@ -2,18 +2,22 @@
 
 Sections, in order (each on a fresh database of its own):
 
-1. **Command API alone** — an open-loop sweep of arrival rates against ``command-api``
-   (outbox: application + event in one commit), then the same rates against the
-   original design's baseline (``bench.baseline_api``: commit, then publish inline with
-   acks=all and wait for the delivery report).
+1. **Command API alone** (:mod:`bench.api_bench`) — open-loop sweeps of arrival rates
+   against ``command-api`` (outbox) and the original design's inline-publish baseline,
+   in interleaved rounds.
 2. **PostgreSQL's ceiling** for the same transaction (pgbench, several client counts),
    so the API is quoted as a fraction of what the database allows.
-3. **Full pipeline** — six processes, sustained rates, submit → decision visible.
-4. **Relay throughput** — draining a backlog, polling and Debezium.
+3. **Full pipeline** (:mod:`bench.pipeline_bench`) — six processes, sustained rates in
+   rounds, submit → decision visible and CPU milliseconds per decided application.
+4. **Commit interval** — the credit worker's transaction interval (100 ms, Kafka
+   Streams' exactly-once default, against 10 ms) at low and target rates.
+5. **Relay throughput** — draining a backlog, polling and Debezium, in rounds.
 
-Results: ``bench/results/bench.json``, a plot ``docs/bench-latency.png`` and, with
-``--write-docs``, the generated section of ``docs/benchmarks.md``. ``--smoke`` runs every
-section briefly (CI keeps the harness working with it; its figures mean nothing).
+Every figure that decides a target is taken in :data:`bench.repeats.ROUNDS` rounds and
+quoted as its median and spread. Results: ``bench/results/bench.json``, a plot
+``docs/bench-latency.png`` and, with ``--write-docs``, the generated section of
+``docs/benchmarks.md``. ``--smoke`` runs every section briefly, one round (CI keeps the
+harness working with it; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -22,10 +26,8 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,19 +38,15 @@ from typing import Any
 import confluent_kafka
 import psycopg
 
-from bench import cpu, pgbench_ceiling, pipeline_bench, relay_drain, report
-from bench.loadgen import LoadSpec, RateResult, SweepResult, run_rate_in_subprocess, sweep
-from bench.relay_latency import ROOT, _env
-from runtime.dev_issuer import issue_token
-from runtime.kafka import ensure_topics
+from bench import api_bench, pgbench_ceiling, pipeline_bench, relay_drain, report
+from bench.relay_latency import ROOT
+from bench.repeats import ROUNDS, interleaved
 from runtime.settings import Settings
 from schema.migrate import upgrade
 from tests.support.infra import recreate_database
-from tests.support.kafka import isolated_topics
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import free_port
 
 DOCS = ROOT / "docs" / "benchmarks.md"
-API_WORKERS = 2
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -62,17 +60,21 @@ class Plan:
     pgbench_seconds: float
     pipeline_rates: list[float]
     pipeline_seconds: float
+    commit_interval_rates: list[float]
     drain_rows: int
+    rounds: int
 
 
 FULL = Plan(
-    api_rates=[100, 250, 500, 750, 1000, 1250, 1500],
+    api_rates=[100, 250, 500, 750, 1000, 1250, 1500, 1750, 2000],
     api_seconds=10,
     pgbench_clients=[1, 2, 4, 8, 16, 32],
     pgbench_seconds=10,
-    pipeline_rates=[100, 200, 300, 400, 500],
+    pipeline_rates=[100, 200, 300, 400, 500, 600],
     pipeline_seconds=20,
+    commit_interval_rates=[100, 300],
     drain_rows=50_000,
+    rounds=ROUNDS,
 )
 SMOKE = Plan(
     api_rates=[50],
@@ -81,88 +83,18 @@ SMOKE = Plan(
     pgbench_seconds=2,
     pipeline_rates=[50],
     pipeline_seconds=3,
+    commit_interval_rates=[50],
     drain_rows=2_000,
+    rounds=1,
 )
 
 
 # --- 1. the command API, outbox against baseline ---------------------------------------
 
 
-def _serve(command: list[str], settings: Settings, name: str) -> subprocess.Popen[bytes]:
-    logs = ROOT / ".infra" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)  # the servers may live in another infra dir
-    log = (logs / f"bench-{name}.log").open("ab")
-    process = subprocess.Popen(
-        command, env=_env(settings), stdout=log, stderr=log, start_new_session=True, cwd=ROOT
-    )
-    url = f"http://127.0.0.1:{settings.command_api_port}/health"
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}; see {log.name}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    wait_until(healthy, 60)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        process.wait(30)
-
-
-#: The benchmark measures what the system can serve, not one client's fair share: the
-#: rate limit (one statement per request, as in production) stays on, set out of reach.
-UNLIMITED = {"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000}
-
-
 def command_api(admin: Settings, plan: Plan) -> dict[str, Any]:
-    """Sweep the outbox API and the inline-publish baseline over the same rates."""
-    settings = isolated_topics(recreate_database(admin, "prequal_bench_api"))
-    upgrade(settings.sqlalchemy_url)
-    # Two uvicorn workers: one Python process cannot use more than one of the two cores.
-    settings = settings.model_copy(
-        update={
-            "command_api_port": free_port(),
-            "command_api_workers": API_WORKERS,
-            **UNLIMITED,
-        }
-    )
-    token = issue_token(settings, "bench", ["applications:write"])
-    ensure_topics(settings)  # the baseline publishes; the broker never auto-creates
-    modes: dict[str, list[str]] = {
-        "outbox": ["command-api"],
-        "baseline_inline_publish": [sys.executable, "-m", "bench.baseline_api"],
-    }
-    results: dict[str, Any] = {}
-    for mode, command in modes.items():
-        pgbench_ceiling.clear_tables(settings)
-        process = _serve(command, settings, f"api-{mode}")
-        cores: dict[str, dict[str, float]] = {}
-
-        def measured(spec: LoadSpec, cores: dict[str, dict[str, float]] = cores) -> RateResult:
-            before, started = cpu.snapshot(), time.perf_counter()
-            result = run_rate_in_subprocess(spec)
-            cores[f"{float(spec.rate):g}"] = cpu.usage(before, time.perf_counter() - started)
-            return result
-
-        try:
-            outcome: SweepResult = sweep(
-                f"http://127.0.0.1:{settings.command_api_port}",
-                plan.api_rates,
-                plan.api_seconds,
-                runner=measured,
-                token=token,
-            )
-        finally:
-            _stop(process)
-        results[mode] = {**outcome.to_dict(), "cores_used_by_rate": cores}
-    return results
+    """Sweep the outbox API and the inline-publish baseline over the same rates, in rounds."""
+    return api_bench.measure(admin, plan.api_rates, plan.api_seconds, plan.rounds)
 
 
 # --- 2. PostgreSQL's ceiling -------------------------------------------------------------
@@ -179,20 +111,29 @@ def database_ceiling(admin: Settings, plan: Plan) -> dict[str, Any]:
 
 
 def pipeline(admin: Settings, plan: Plan) -> dict[str, Any]:
-    """The six processes under sustained load."""
-    return pipeline_bench.measure(admin, plan.pipeline_rates, plan.pipeline_seconds)
+    """The six processes under sustained load, every rate in each round."""
+    return pipeline_bench.measure(admin, plan.pipeline_rates, plan.pipeline_seconds, plan.rounds)
 
 
-def relays(admin: Settings, plan: Plan) -> list[dict[str, Any]]:
-    """Backlog drain rate of each relay."""
+def commit_interval(admin: Settings, plan: Plan) -> dict[str, Any]:
+    """The credit worker's commit interval: 100 ms (the default) against 10 ms."""
+    return pipeline_bench.commit_interval_trade(
+        admin, plan.commit_interval_rates, plan.pipeline_seconds, plan.rounds, [100, 10]
+    )
+
+
+def relays(admin: Settings, plan: Plan) -> dict[str, Any]:
+    """Backlog drain rate of each relay, the relays taking turns round by round."""
     settings = recreate_database(admin, relay_drain.DATABASE)
     upgrade(settings.sqlalchemy_url)
     # The polling relay serves /metrics; a running system (make run) holds the default port.
     settings = settings.model_copy(update={"relay_metrics_port": free_port()})
-    return [
-        relay_drain.drain_polling(settings, plan.drain_rows),
-        relay_drain.drain_debezium(settings, plan.drain_rows),
+    drains = {"polling": relay_drain.drain_polling, "debezium": relay_drain.drain_debezium}
+    runs = [
+        {"round": number, **drains[relay](settings, plan.drain_rows)}
+        for number, relay in interleaved(plan.rounds, list(drains))
     ]
+    return {"runs": runs, "summary": relay_drain.summary(runs)}
 
 
 # --- the record --------------------------------------------------------------------------
@@ -220,6 +161,7 @@ def machine(settings: Settings) -> dict[str, Any]:
     }
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rounds": "see each section",
         "cpus": os.cpu_count(),
         "cpu": cpu,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
@@ -238,11 +180,13 @@ def machine(settings: Settings) -> dict[str, Any]:
         "librdkafka": confluent_kafka.libversion()[0],
         "packages": versions,
         "settings": {
-            "command_api_workers (API section)": API_WORKERS,
+            "command_api_workers (API section)": api_bench.WORKERS,
+            "credit_worker_commit_interval_ms": settings.credit_worker_commit_interval_ms,
             "pg_pool_size": settings.pg_pool_size,
             "pg_pool_pre_ping": settings.pg_pool_pre_ping,
             "relay_batch_size": settings.relay_batch_size,
             "consumer_batch_size": settings.consumer_batch_size,
+            "consumer_batch_linger_ms": settings.consumer_batch_linger_ms,
             "topic_partitions": settings.topic_partitions,
         },
     }
@@ -252,6 +196,7 @@ SECTIONS: dict[str, Callable[[Settings, Plan], Any]] = {
     "command_api": command_api,
     "postgres_ceiling": database_ceiling,
     "pipeline": pipeline,
+    "commit_interval": commit_interval,
     "relay_drain": relays,
 }
 
