@@ -50,15 +50,26 @@ PACKAGES = (
 
 
 def library(frame: str) -> str:
-    """The library (or our package) a py-spy frame ``"fn (path/to/file.py:12)"`` is in."""
-    path = frame.rsplit("(", 1)[-1].split(":", 1)[0]
+    """The library (or our package) a py-spy frame ``"fn (psycopg/cursor.py:12)"`` is in.
+
+    py-spy writes a file's path relative to the ``sys.path`` entry it was found on, so
+    its first part is the top-level package (or the stdlib module). A frame with no file
+    is the process itself: the sample caught native code with no Python frame above it.
+    """
+    if " (" not in frame:
+        return "native"
+    path = frame.rsplit(" (", 1)[1].rsplit(":", 1)[0]
     parts = Path(path).parts
     if "site-packages" in parts:
-        return parts[parts.index("site-packages") + 1].removesuffix(".py")
-    for package in PACKAGES:
-        if package in parts:
-            return package
-    return "python (stdlib)" if "python3" in path or "lib/python" in path else "other"
+        parts = parts[parts.index("site-packages") + 1 :]
+    elif str(ROOT) in path:
+        parts = Path(path).relative_to(ROOT).parts
+    top = parts[0].removesuffix(".py") if parts else "?"
+    if top in PACKAGES:
+        return top
+    if top in sys.stdlib_module_names:
+        return "python (stdlib)"
+    return top
 
 
 def summarise(folded: str) -> dict[str, Any]:

@@ -129,10 +129,11 @@ def test_the_relay_summary_leaves_out_rounds_that_did_not_complete() -> None:
 def test_a_profile_counts_each_sample_where_its_innermost_frame_is() -> None:
     folded = "\n".join(
         [
-            "<module> (x.py:1);run (uvicorn/main.py:5);execute"
-            " (/v/lib/python3.11/site-packages/psycopg/cursor.py:9) 30",
-            "<module> (x.py:1);handle (/work/main/messaging/consumer.py:150) 10",
-            "<module> (x.py:1);loads (/usr/lib/python3.11/json/__init__.py:3) 10",
+            "<module> (x.py:1);run (uvicorn/main.py:5);execute (psycopg/cursor.py:9) 20",
+            "<module> (x.py:1);execute (/v/lib/python3.11/site-packages/psycopg/c.py:9) 10",
+            "<module> (x.py:1);handle (messaging/consumer.py:150) 10",
+            "<module> (x.py:1);loads (json/__init__.py:3) 5",
+            'process 42:"/usr/bin/python -m x" 5',
             "not a stack line",
         ]
     )
@@ -143,7 +144,8 @@ def test_a_profile_counts_each_sample_where_its_innermost_frame_is() -> None:
     assert summary["by_library_pct"] == {
         "psycopg": 60.0,
         "messaging": 20.0,
-        "python (stdlib)": 20.0,
+        "python (stdlib)": 10.0,
+        "native": 10.0,
     }
     assert next(iter(summary["top_functions_pct"])).startswith("execute")
 
