@@ -35,6 +35,7 @@ from runtime.deadline import Budget
 from runtime.errors import DependencyUnavailable
 from runtime.kafka import producer_config
 from runtime.logging import configure_logging
+from runtime.rate_limit import RateLimiter
 from runtime.serving import serve, serve_workers
 from runtime.settings import Settings
 
@@ -47,10 +48,18 @@ class InlinePublishSubmit(SubmitApplication):
     """Submit that commits first and then waits for Kafka to acknowledge the event."""
 
     def __init__(self, settings: Settings, producer: Producer) -> None:
+        engine = create_engine(settings, "bench-baseline")
+        # The same per-client rate limit as ours (one statement per request): the two
+        # sides differ only in how the event leaves, not in what else a request pays.
+        limiter = RateLimiter(
+            engine, settings.db_deadline_s, settings.rate_limit_per_s, settings.rate_limit_burst
+        )
         super().__init__(
-            create_engine(settings, "bench-baseline"),
+            engine,
             settings.topic_submitted,
             timedelta(seconds=settings.idempotency_key_ttl_s),
+            deadline_s=settings.db_deadline_s,
+            limiter=limiter,
         )
         self._producer = producer
 

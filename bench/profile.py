@@ -139,7 +139,10 @@ def profile(admin: Settings, rate: float, seconds: float, out: Path) -> dict[str
     return {
         "rate": rate,
         "seconds": seconds,
-        "processes": {name: summarise((out / f"{name}.folded").read_text()) for name in PROCESSES},
+        "processes": {
+            name: summarise((out / f"{name}.folded").read_text(errors="replace"))
+            for name in PROCESSES
+        },
     }
 
 

@@ -173,7 +173,7 @@ class SubmitApplication:
         self._ttl = idempotency_ttl
         self._breaker = breaker or DatabaseBreaker("command-api", threshold=3, open_s=2.0)
         self._deadline_s = deadline_s
-        # None only for the benchmark's baseline (the original design had no limit).
+        # None: no per-client limit (tests of the write path alone).
         self._limiter = limiter
 
     async def __call__(self, request: ApplicationRequest, ctx: SubmitContext) -> Accepted:
