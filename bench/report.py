@@ -245,7 +245,7 @@ def markdown(record: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
         + f". Settings: {', '.join(f'{k}={v}' for k, v in m['settings'].items())}. "
         "Everything — database, broker, Connect, the processes and the load generator — "
-        "on the same machine.",
+        "on the same machine." + (f" Note: {m['note']}." if m.get("note") else ""),
         "",
         "### Targets",
         "",
