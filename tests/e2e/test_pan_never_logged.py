@@ -32,8 +32,12 @@ ALL_PANS = [*DECIDED_PANS, REFUSED_PAN, POISON_PAN]
 
 @pytest.fixture
 def pipeline(settings: Settings, spawn: Spawn) -> Pipeline:
-    """All six processes (polling relay) on free ports, on the test database and topics."""
-    return start_pipeline(settings, spawn)
+    """All six processes (polling relay) on free ports, on the test database and topics.
+
+    At DEBUG: every line a process can write is searched for a PAN, the per-decision
+    ``application.decided`` line included.
+    """
+    return start_pipeline(settings.model_copy(update={"log_level": "DEBUG"}), spawn)
 
 
 def _body(pan: str, **overrides: Any) -> dict[str, Any]:

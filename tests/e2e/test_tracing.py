@@ -60,13 +60,18 @@ def collector() -> Iterator[Collector]:
 def pipeline(
     collector: Collector, settings: Settings, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
 ) -> Pipeline:
-    """The six processes, tracing on, exporting to ``collector`` every 100 ms."""
+    """The six processes, tracing on, exporting to ``collector`` every 100 ms.
+
+    At DEBUG, so that the decision worker writes its per-decision line (with trace ids).
+    """
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER"):
         monkeypatch.delenv(name, raising=False)
-    return start_pipeline(settings.model_copy(update={"relay": RelayKind.POLLING}), spawn)
+    return start_pipeline(
+        settings.model_copy(update={"relay": RelayKind.POLLING, "log_level": "DEBUG"}), spawn
+    )
 
 
 async def _submit_and_follow(pipeline: Pipeline, pan: str, trace_id: str) -> str:
