@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -225,13 +226,35 @@ def measure(
     ``overrides`` are Settings fields the processes run with.
     Returns ``{"runs": [...], **summary(runs)}``.
     """
-    settings = isolated_topics(recreate_database(admin, DATABASE))
-    # Capacity, not one client's fair share: the limit stays on, out of reach.
+    runs = []
+    with running_pipeline(admin, DATABASE, "bench-pipeline", overrides) as pipeline:
+        # Warm-up, not recorded: connections, producers and group joins.
+        run_rate(pipeline, min(rates), 2)
+        for number in range(1, rounds + 1):
+            for rate in sorted(rates):
+                # An overloaded rate may leave a backlog; the next rate starts without one.
+                with psycopg.connect(pipeline.settings.psycopg_conninfo, autocommit=True) as conn:
+                    _wait_drained(conn, 60)
+                runs.append({"round": number, **run_rate(pipeline, rate, seconds)})
+    return {"runs": runs, **summary(runs)}
+
+
+@contextmanager
+def running_pipeline(
+    admin: Settings, database: str, log_name: str, overrides: dict[str, Any] | None = None
+) -> Iterator[Pipeline]:
+    """The six processes on a fresh, migrated ``database`` and topics of their own.
+
+    The rate limit stays on, out of reach (capacity, not one client's fair share);
+    ``overrides`` are further Settings fields. Logs go to ``.infra/logs/<log_name>``;
+    every process is stopped on the way out.
+    """
+    settings = isolated_topics(recreate_database(admin, database))
     settings = settings.model_copy(
         update={"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000, **(overrides or {})}
     )
     upgrade(settings.sqlalchemy_url)
-    log_dir = ROOT / ".infra" / "logs" / "bench-pipeline"
+    log_dir = ROOT / ".infra" / "logs" / log_name
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: list[Process] = []
 
@@ -240,21 +263,11 @@ def measure(
         processes.append(process)
         return process
 
-    runs = []
     try:
-        pipeline = start_pipeline(settings, spawn)
-        # Warm-up, not recorded: connections, producers and group joins.
-        run_rate(pipeline, min(rates), 2)
-        for number in range(1, rounds + 1):
-            for rate in sorted(rates):
-                # An overloaded rate may leave a backlog; the next rate starts without one.
-                with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as conn:
-                    _wait_drained(conn, 60)
-                runs.append({"round": number, **run_rate(pipeline, rate, seconds)})
+        yield start_pipeline(settings, spawn)
     finally:
         for process in processes:
             process.terminate()
-    return {"runs": runs, **summary(runs)}
 
 
 def commit_interval_trade(

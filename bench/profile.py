@@ -23,15 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadSpec, run_rate_in_subprocess
+from bench.pipeline_bench import running_pipeline
 from bench.relay_latency import ROOT
 from bench.report import emit_json
 from runtime.dev_issuer import issue_token
 from runtime.settings import Settings
-from schema.migrate import upgrade
-from tests.support.infra import recreate_database
-from tests.support.kafka import isolated_topics
-from tests.support.pipeline import PROCESSES, start_pipeline
-from tests.support.processes import Process
+from tests.support.pipeline import PROCESSES
 
 DATABASE = "prequal_bench_profile"
 SAMPLES_PER_S = 100
@@ -101,24 +98,9 @@ def summarise(folded: str) -> dict[str, Any]:
 
 def profile(admin: Settings, rate: float, seconds: float, out: Path) -> dict[str, Any]:
     """Profile every process for ``seconds`` while the pipeline runs at ``rate``."""
-    settings = isolated_topics(recreate_database(admin, DATABASE))
-    settings = settings.model_copy(
-        update={"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000}
-    )
-    upgrade(settings.sqlalchemy_url)
     out.mkdir(parents=True, exist_ok=True)
-    log_dir = ROOT / ".infra" / "logs" / "bench-profile"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    processes: list[Process] = []
-
-    def spawn(command: str, process_settings: Settings) -> Process:
-        process = Process(command, process_settings, log_dir)
-        processes.append(process)
-        return process
-
-    try:
-        pipeline = start_pipeline(settings, spawn)
-        token = issue_token(settings, "bench", ["applications:write"])
+    with running_pipeline(admin, DATABASE, "bench-profile") as pipeline:
+        token = issue_token(pipeline.settings, "bench", ["applications:write"])
         # The load outlasts the samples on both sides: warm at the start, busy to the end.
         spec = LoadSpec(url=pipeline.command, rate=rate, seconds=seconds + 6, token=token)
         load = threading.Thread(target=run_rate_in_subprocess, args=(spec,), daemon=True)
@@ -133,9 +115,6 @@ def profile(admin: Settings, rate: float, seconds: float, out: Path) -> dict[str
             if sampler.returncode != 0:
                 raise RuntimeError(f"py-spy failed on {name}: {errors}")
         load.join(seconds + 120)
-    finally:
-        for process in processes:
-            process.terminate()
     return {
         "rate": rate,
         "seconds": seconds,
