@@ -46,6 +46,42 @@ def events_per_application(
     return events
 
 
+def credit_report_violations(
+    reports: dict[str, list[str]], submitted: dict[str, list[str]], accepted: set[str]
+) -> list[str]:
+    """What breaks exactly-once credit reports for a ``read_committed`` reader.
+
+    ``reports`` and ``submitted``: each application's credit report and submitted event
+    ids as read back (:func:`events_per_application`). The relay publishes at least once
+    (a batch whose delivery timed out locally may have reached the broker all the same),
+    and the credit worker, which has no inbox, reports each submitted event it reads
+    once: so a report read as often as its submitted event was published is exactly
+    once per input. One read more often, or two different report ids for one
+    application, is a transaction the credit worker committed twice.
+    """
+    violations: list[str] = []
+    if missing := accepted - reports.keys():
+        violations.append(f"{len(missing)} accepted applications without a credit report")
+    if two_ids := {app: ids for app, ids in reports.items() if len(set(ids)) > 1}:
+        violations.append(f"{len(two_ids)} applications with two different report event ids")
+    excess = {
+        app: (len(ids), len(submitted.get(app, [])))
+        for app, ids in reports.items()
+        if len(ids) > len(submitted.get(app, []))
+    }
+    if excess:
+        violations.append(
+            f"{len(excess)} credit reports committed more often than their submitted event"
+            f" was published (reports, submitted): {list(excess.items())[:5]}"
+        )
+    return violations
+
+
+def relay_redeliveries(submitted: dict[str, list[str]]) -> int:
+    """Submitted events read more than once: the relay's at-least-once copies."""
+    return sum(len(ids) - 1 for ids in submitted.values() if len(ids) > 1)
+
+
 def ms(values: list[float], q: float) -> str:
     """The ``q``-th percentile of ``values`` (seconds) in milliseconds, or "-" for none."""
     return f"{percentile(values, q) * 1000:.0f} ms" if values else "-"

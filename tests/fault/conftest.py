@@ -12,7 +12,6 @@ directory keeps using the shared servers of tests/conftest.py.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -86,12 +85,12 @@ class FaultRig:
         stopped: list[int] = []
         try:
             for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
+                if _signal(pid, signal.SIGSTOP):
+                    stopped.append(pid)
             yield
         finally:
             for pid in reversed(stopped):
-                os.kill(pid, signal.SIGCONT)
+                _signal(pid, signal.SIGCONT)
 
     def frozen_postgres(self) -> AbstractContextManager[None]:
         """Context: every PostgreSQL process stopped (postmaster first, so it forks none)."""
@@ -104,8 +103,22 @@ class FaultRig:
     def thaw(self) -> None:
         """SIGCONT every server process and remove every toxic (a failed test's leftovers)."""
         for pid in [*self.postgres_pids(), self.kafka_pid()]:
-            os.kill(pid, signal.SIGCONT)
+            _signal(pid, signal.SIGCONT)
         self.toxiproxy.reset()
+
+
+def _signal(pid: int, signum: signal.Signals) -> bool:
+    """Send ``signum`` to ``pid``; False if it has exited since it was listed.
+
+    PostgreSQL's backends come and go (a client disconnects, the autovacuum launcher
+    starts a worker), so any pid read from ``/proc`` may be gone by the time it is
+    signalled.
+    """
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _pids() -> list[int]:
@@ -134,8 +147,7 @@ def _continue_leftovers() -> None:
             continue
         if str(INFRA_DIR) in cmdline:
             for each in [pid, *(child for child in _pids() if _parent(child) == pid)]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(each, signal.SIGCONT)
+                _signal(each, signal.SIGCONT)
 
 
 def _local(env: dict[str, str], *args: str) -> str:

@@ -45,7 +45,12 @@ from runtime.settings import Settings
 from schema.events import EventType
 from schema.migrate import upgrade
 from tests.conftest import TABLES, Spawn
-from tests.fault.checks import events_per_application, ms
+from tests.fault.checks import (
+    credit_report_violations,
+    events_per_application,
+    ms,
+    relay_redeliveries,
+)
 from tests.fault.load import Answer, parse
 from tests.support.auth import ALL_SCOPES
 from tests.support.cluster import NODES, KafkaCluster
@@ -296,15 +301,7 @@ def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[s
         if a.api == "command" and drill.injected_s <= a.scheduled_s <= drill.healed_s
     ]
     statuses = Counter(a.status for a in drill.answers)
-    # A report read more often than its submitted event was published is one the credit
-    # worker's transactions committed twice; the relay's own redeliveries are not.
-    excess = {
-        app: (len(ids), len(submitted.get(app, [])))
-        for app, ids in reports.items()
-        if len(ids) > len(submitted.get(app, []))
-    }
-    two_ids = {app: ids for app, ids in reports.items() if len(set(ids)) > 1}
-    redelivered = sum(len(ids) - 1 for ids in submitted.values() if len(ids) > 1)
+    redelivered = relay_redeliveries(submitted)
     backlog = (
         f"{drill.backlog_decided_s - drill.injected_s:.1f} s"
         if drill.backlog_decided_s is not None
@@ -341,15 +338,7 @@ def _judge(name: str, drill: Drill, pending: int, pipeline: Pipeline) -> tuple[s
             f"{len(not_once)} accepted applications without exactly one decision row:"
             f" {Counter(not_once.values())} (count: applications)"
         )
-    if missing := accepted - reports.keys():
-        violations.append(f"{len(missing)} accepted applications without a credit report")
-    if two_ids:
-        violations.append(f"{len(two_ids)} applications with two different report event ids")
-    if excess:
-        violations.append(
-            f"{len(excess)} credit reports committed more often than their submitted event"
-            f" was published (reports, submitted): {list(excess.items())[:5]}"
-        )
+    violations += credit_report_violations(reports, submitted, accepted)
     if unanswered := Counter(a.error for a in drill.answers if a.status == 0):
         violations.append(f"requests without an HTTP answer: {dict(unanswered)}")
     if unexpected := {s: n for s, n in statuses.items() if s not in (0, 200, 202, 404, 503)}:

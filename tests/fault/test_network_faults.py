@@ -9,8 +9,10 @@ while, heals it, keeps the load on, and asserts:
   measured from each request's *scheduled* send, stayed under the request deadline plus
   a margin;
 * every accepted application was decided after the fault healed;
-* exactly one decision event per application on the decisions topic, and exactly one
-  credit report, as a ``read_committed`` reader sees them.
+* exactly one decision event per application on the decisions topic (the same event id
+  published again by the relay counts once), and exactly one credit report per submitted
+  event read, as a ``read_committed`` reader sees them (``checks.credit_report_violations``:
+  a submitted event the relay published twice is reported twice, with one event id).
 
 A control test runs the same load with no fault and allows no 503 at all: when it fails,
 the machine cannot carry the load, and the fault tests' figures say little.
@@ -43,7 +45,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.loadgen import percentile
 from runtime.dev_issuer import issue_token
 from schema.events import EventType
-from tests.fault.checks import events_per_application, ms
+from tests.fault.checks import (
+    credit_report_violations,
+    events_per_application,
+    ms,
+    relay_redeliveries,
+)
 from tests.fault.conftest import FaultRig
 from tests.fault.load import Answer, parse
 from tests.support.auth import ALL_SCOPES
@@ -302,26 +309,18 @@ def _answer_violations(drill: Drill, limit: float, refusals_allowed: bool) -> li
     return violations
 
 
-def _event_violations(
-    kind: str, events: dict[str, list[str]], accepted: set[str], redelivery_allowed: bool = False
-) -> list[str]:
-    """Accepted applications without exactly one ``kind`` (events: application → event ids).
+def _decision_violations(decisions: dict[str, list[str]], accepted: set[str]) -> list[str]:
+    """Accepted applications without exactly one decision (application → event ids).
 
-    With ``redelivery_allowed`` the same event id twice counts once: the relay publishes
-    at least once (a batch whose "published" mark was cut by a deadline goes out again),
-    and every consumer's inbox absorbs the copy. Two different event ids are always two.
+    The same event id twice counts once: the relay publishes at least once (a batch whose
+    "published" mark was cut by a deadline goes out again), and every consumer's inbox
+    absorbs the copy. Two different event ids are always two decisions.
     """
     violations: list[str] = []
-    if redelivery_allowed:
-        events = {i: sorted(set(e)) for i, e in events.items()}
-    if doubled := {i: e for i, e in events.items() if len(e) > 1}:
-        same = sum(1 for e in doubled.values() if len(set(e)) == 1)
-        violations.append(
-            f"{len(doubled)} applications with more than one {kind}"
-            f" ({same} of them the same event id delivered again)"
-        )
-    if missing := accepted - events.keys():
-        violations.append(f"{len(missing)} accepted applications without a {kind}")
+    if doubled := {i: e for i, e in decisions.items() if len(set(e)) > 1}:
+        violations.append(f"{len(doubled)} applications with more than one decision event")
+    if missing := accepted - decisions.keys():
+        violations.append(f"{len(missing)} accepted applications without a decision event")
     return violations
 
 
@@ -357,6 +356,14 @@ def _judge(
         settle_s=2.0,
         timeout_s=30.0,
     )
+    submitted = events_per_application(
+        settings,
+        settings.topic_submitted,
+        EventType.LOAN_APPLICATION_SUBMITTED,
+        accepted,
+        settle_s=2.0,
+        timeout_s=30.0,
+    )
     doubled = {i: e for i, e in decisions.items() if len(set(e)) > 1}
     redelivered = sum(1 for e in decisions.values() if len(e) > len(set(e)))
     posts = [a.latency_s for a in drill.answers if a.api == "command"]
@@ -386,6 +393,7 @@ def _judge(
         f" decided {backlog} after healing"
         f"\n  [{name}] accepted={len(accepted)} decided={len(accepted) - pending}"
         f" lost={pending} doubled={len(doubled)} decisions redelivered={redelivered}"
+        f" submitted events redelivered={relay_redeliveries(submitted)}"
         f" statuses={dict(sorted(Counter(a.status for a in drill.answers).items()))}"
         f"\n  [{name}] POST p50={ms(posts, 50)} p99={ms(posts, 99)} max={ms(posts, 100)};"
         f" GET p99={ms(gets, 99)} max={ms(gets, 100)}; limit {limit * 1000:.0f} ms;"
@@ -403,8 +411,8 @@ def _judge(
         violations.append(f"{len(unstored)} accepted applications not stored")
     if strangers := decisions.keys() - stored:
         violations.append(f"{len(strangers)} decision events of unknown applications")
-    violations += _event_violations("decision event", decisions, accepted, redelivery_allowed=True)
-    violations += _event_violations("credit report", reports, accepted)
+    violations += _decision_violations(decisions, accepted)
+    violations += credit_report_violations(reports, submitted, accepted)
     return Outcome(figures, violations)
 
 
