@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from bench.loadgen import percentile
+from runtime import db
 from runtime.settings import Settings
 from schema.migrate import upgrade
 from tests.support.infra import recreate_database
@@ -184,7 +184,7 @@ def prepare_database(admin: Settings, name: str = DATABASE) -> Settings:
 
 def clear_tables(settings: Settings) -> None:
     """Empty the tables a submit writes."""
-    with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as conn:
+    with db.connect(settings, "prequal-bench", autocommit=True) as conn:
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
 
 

@@ -42,6 +42,7 @@ from bench.loadgen import LoadSpec, RateResult, percentile, run_rate_in_subproce
 from bench.relay_latency import ROOT
 from bench.repeats import interleaved, spread
 from bench.report import emit_json
+from runtime import db
 from runtime.dev_issuer import issue_token
 from runtime.settings import Settings
 from schema.migrate import upgrade
@@ -86,7 +87,7 @@ def _visible_latencies_ms(conn: psycopg.Connection, since: Any) -> list[float]:
 
 def run_rate(pipeline: Pipeline, rate: float, seconds: float) -> dict[str, Any]:
     """Load the running pipeline at ``rate`` for ``seconds``; latency and backlog figures."""
-    with psycopg.connect(pipeline.settings.psycopg_conninfo, autocommit=True) as conn:
+    with db.connect(pipeline.settings, "prequal-bench", autocommit=True) as conn:
         since = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         samples: list[tuple[float, float]] = []
         done = threading.Event()
@@ -233,7 +234,7 @@ def measure(
         for number in range(1, rounds + 1):
             for rate in sorted(rates):
                 # An overloaded rate may leave a backlog; the next rate starts without one.
-                with psycopg.connect(pipeline.settings.psycopg_conninfo, autocommit=True) as conn:
+                with db.connect(pipeline.settings, "prequal-bench", autocommit=True) as conn:
                     _wait_drained(conn, 60)
                 runs.append({"round": number, **run_rate(pipeline, rate, seconds)})
     return {"runs": runs, **summary(runs)}

@@ -26,13 +26,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.relay_latency import ROOT, _env
 from bench.repeats import spread
 from bench.report import emit_json
 from outbox.append import OUTBOX_COLUMNS, OutboxMessage
+from runtime import db
 from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
 from schema.migrate import upgrade
@@ -42,27 +42,32 @@ from tests.support.infra import recreate_database
 DATABASE = "prequal_bench_relay"
 
 
+# Seconds each exchange of the backlog's COPY may take (a chunk of rows, the commit).
+BACKLOG_DEADLINE_S = 60.0
+
+
 def write_backlog(settings: Settings, rows: int) -> None:
     """COPY ``rows`` submitted events into the outbox in one transaction."""
     template = submitted_event(correlation_id="bench-drain")
     statement = f"COPY outbox ({', '.join(OUTBOX_COLUMNS)}) FROM STDIN"
-    with (
-        psycopg.connect(settings.psycopg_conninfo) as conn,
-        conn.transaction(),
-        conn.cursor().copy(statement) as copy,
-    ):
-        for _ in range(rows):
-            aggregate_id = uuid.uuid4()
-            event = template.model_copy(
-                update={
-                    "event_id": uuid.uuid4(),
-                    "aggregate_id": aggregate_id,
-                    "data": template.data.model_copy(update={"application_id": aggregate_id}),
-                }
-            )
-            row = OutboxMessage(event, settings.topic_submitted).row()
-            row["payload"] = event.model_dump_json()
-            copy.write_row([row[column] for column in OUTBOX_COLUMNS])
+    with db.connect(settings, "prequal-bench", deadline_s=BACKLOG_DEADLINE_S) as conn:
+        # One COPY streams the whole backlog, row by row as it is built: longer than the
+        # services' statement timeout. Each exchange still ends by the deadline.
+        conn.execute("SET statement_timeout = 0")
+        conn.commit()
+        with conn.transaction(), conn.cursor().copy(statement) as copy:
+            for _ in range(rows):
+                aggregate_id = uuid.uuid4()
+                event = template.model_copy(
+                    update={
+                        "event_id": uuid.uuid4(),
+                        "aggregate_id": aggregate_id,
+                        "data": template.data.model_copy(update={"application_id": aggregate_id}),
+                    }
+                )
+                row = OutboxMessage(event, settings.topic_submitted).row()
+                row["payload"] = event.model_dump_json()
+                copy.write_row([row[column] for column in OUTBOX_COLUMNS])
 
 
 class Watermarks:
@@ -181,7 +186,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _bench_topic(settings: Settings, name: str) -> Settings:
     topic = f"bench_drain_{name}_{uuid.uuid4().hex[:8]}"
     settings = settings.model_copy(update={"topic_submitted": topic})
-    with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as conn:
+    with db.connect(settings, "prequal-bench", autocommit=True) as conn:
         conn.execute("TRUNCATE outbox, relay_handover")
     # Every routed topic must exist before Connect starts, or the connector stalls.
     ensure_topics(settings)

@@ -23,12 +23,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer
 
 from bench.report import emit_json
 from messaging.headers import EVENT_ID, header_value
 from outbox.append import OutboxMessage, append_sync
+from runtime import db
 from runtime.kafka import ensure_topics
 from runtime.settings import RelayKind, Settings
 from schema.migrate import upgrade
@@ -109,7 +109,7 @@ def _drive(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
     """Insert rows at ``rate`` per second; return commit time by event id."""
     committed: dict[str, float] = {}
     total = int(rate * seconds)
-    with psycopg.connect(settings.psycopg_conninfo) as conn:
+    with db.connect(settings, "prequal-bench") as conn:
         start = time.perf_counter() + 0.5
         for i in range(total):
             delay = start + i / rate - time.perf_counter()

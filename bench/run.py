@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-import psycopg
 
 from bench import api_bench, pgbench_ceiling, pipeline_bench, relay_drain, report
 from bench.relay_latency import ROOT
 from bench.repeats import ROUNDS, interleaved
+from runtime import db
 from runtime.settings import Settings
 from schema.migrate import upgrade
 from tests.support.infra import recreate_database
@@ -141,7 +141,7 @@ def relays(admin: Settings, plan: Plan) -> dict[str, Any]:
 
 def machine(settings: Settings) -> dict[str, Any]:
     """What the figures were measured on."""
-    with psycopg.connect(settings.psycopg_conninfo, autocommit=True) as conn:
+    with db.connect(settings, "prequal-bench", autocommit=True) as conn:
 
         def show(name: str) -> str:
             row = conn.execute(f"SHOW {name}").fetchone()
@@ -161,7 +161,6 @@ def machine(settings: Settings) -> dict[str, Any]:
     }
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "rounds": "see each section",
         "cpus": os.cpu_count(),
         "cpu": cpu,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),

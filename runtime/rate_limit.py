@@ -1,12 +1,19 @@
 """Fair use: a token bucket per client, kept in PostgreSQL so that it holds across processes.
 
 Every API process and instance takes from the same bucket, because the bucket is a row
-(``client_rate_limits``, created by the migrations) and taking a token is one atomic
+(``client_rate_limits``, created by the migrations) and taking tokens is one atomic
 statement: refill by the time elapsed (``PREQUAL_RATE_LIMIT_PER_S``), cap at
-``PREQUAL_RATE_LIMIT_BURST``, take one if at least one is there. PostgreSQL rather than
-a library's shared store: it is already the one server every API instance shares, so a
-limit needs no Redis to deploy, secure and watch; the row lock serialises one client's
-requests for microseconds, and a client is a channel application, not an end user.
+``PREQUAL_RATE_LIMIT_BURST``, take as many as are asked for and there. PostgreSQL rather
+than a library's shared store: it is already the one server every API instance shares,
+so a limit needs no Redis to deploy, secure and watch; the row lock serialises one
+client's takes for microseconds, and a client is a channel application, not an end user.
+
+One statement per request was 15 % of the command API's CPU at 300 POST/s
+(docs/benchmarks.md, "Where each process's CPU goes"). So a process takes one client's
+tokens one statement at a time: the requests of that client that arrive while its
+statement runs share the next one, which takes a token for each of them in one go and
+hands them out in arrival order. That is what the same requests one after the other
+would have got; at a low rate a lone request still makes its own statement at once.
 
 Past the limit the answer is 429 problem+json with ``Retry-After`` and the IETF httpapi
 draft's ``RateLimit-Policy`` and ``RateLimit`` headers, which every answer under the
@@ -15,38 +22,61 @@ limit carries as well.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.deadline import bounded_connection
-from runtime.errors import TooManyRequests
+from runtime.errors import DependencyUnavailable, TooManyRequests
 
+# Takes min(:n, whole tokens available) from an existing bucket; for a new client it
+# creates the bucket full and takes from it. Both return (granted, tokens left). Two
+# processes creating the same bucket at once: the loser's insert returns nothing, and it
+# asks again, then finding the row.
 _TAKE = text("""
-    INSERT INTO client_rate_limits AS b (client_id, tokens, refilled_at)
-    VALUES (:client, CAST(:burst AS float8) - 1, clock_timestamp())
-    ON CONFLICT (client_id) DO UPDATE
-       SET tokens = LEAST(CAST(:burst AS float8), b.tokens
-                 + EXTRACT(EPOCH FROM clock_timestamp() - b.refilled_at)::float8 * :rate) - 1,
-           refilled_at = clock_timestamp()
-     WHERE LEAST(CAST(:burst AS float8), b.tokens
-                 + EXTRACT(EPOCH FROM clock_timestamp() - b.refilled_at)::float8 * :rate) >= 1
-    RETURNING tokens
-    """)
-_AVAILABLE = text("""
-    SELECT LEAST(CAST(:burst AS float8), tokens
-                 + EXTRACT(EPOCH FROM clock_timestamp() - refilled_at)::float8 * :rate)
-      FROM client_rate_limits WHERE client_id = :client
+    WITH bucket AS (
+        SELECT client_id, clock_timestamp() AS now,
+               LEAST(CAST(:burst AS float8), tokens
+                     + EXTRACT(EPOCH FROM clock_timestamp() - refilled_at)::float8 * :rate)
+                 AS available
+          FROM client_rate_limits WHERE client_id = :client
+           FOR UPDATE
+    ), taken AS (
+        UPDATE client_rate_limits AS b
+           SET tokens = bucket.available - LEAST(:n, floor(bucket.available)),
+               refilled_at = bucket.now
+          FROM bucket
+         WHERE b.client_id = bucket.client_id
+        RETURNING CAST(LEAST(:n, floor(bucket.available)) AS int) AS granted, b.tokens AS remaining
+    ), created AS (
+        INSERT INTO client_rate_limits (client_id, tokens, refilled_at)
+        SELECT :client, CAST(:burst AS float8) - LEAST(:n, :burst), clock_timestamp()
+         WHERE NOT EXISTS (SELECT FROM bucket)
+        ON CONFLICT (client_id) DO NOTHING
+        RETURNING CAST(LEAST(:n, :burst) AS int) AS granted, tokens AS remaining
+    )
+    SELECT granted, remaining FROM taken UNION ALL SELECT granted, remaining FROM created
     """)
 _POLICY = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One statement's answer: ``granted`` whole tokens taken, ``left`` in the bucket after."""
+
+    granted: int
+    left: float
 
 
 class RateLimiter:
     """Takes one token from a client's bucket per request; see the module docstring.
 
-    Callers take the token inside their circuit breaker's guard, together with the
-    request's own database work: one request is one success or one failure to it.
+    ``deadline_s`` bounds each statement (seconds); ``per_s`` tokens refill a second, up to
+    ``burst``. Callers take the token inside their circuit breaker's guard, together with
+    the request's own database work: one request is one success or one failure to it.
     """
 
     def __init__(self, engine: AsyncEngine, deadline_s: float, per_s: float, burst: int) -> None:
@@ -56,6 +86,10 @@ class RateLimiter:
         self._burst = burst
         window = math.ceil(burst / per_s)
         self._policy = f'"{_POLICY}";q={burst};w={window}'
+        # Per client: the requests waiting for its next statement, in arrival order, and
+        # the task that runs its statements while any wait. Both belong to one event loop.
+        self._waiting: dict[str, list[asyncio.Future[dict[str, str]]]] = {}
+        self._takers: dict[str, asyncio.Task[None]] = {}
 
     async def take(self, client_id: str, within_s: float | None = None) -> dict[str, str]:
         """Take a token for ``client_id``; the ``RateLimit`` headers for the answer.
@@ -64,21 +98,70 @@ class RateLimiter:
         :class:`~runtime.errors.DependencyUnavailable` when the database does not answer
         within ``within_s`` (what is left of the request's deadline; default the whole).
         """
-        params = {"client": client_id, "burst": self._burst, "rate": self._per_s}
-        seconds = self._deadline_s if within_s is None else within_s
-        async with bounded_connection(self._engine, seconds) as conn:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, str]] = loop.create_future()
+        self._waiting.setdefault(client_id, []).append(future)
+        taker = self._takers.get(client_id)
+        if taker is None or taker.done() or taker.get_loop() is not loop:
+            self._takers[client_id] = loop.create_task(self._take_for(client_id))
+        try:
+            async with asyncio.timeout(self._deadline_s if within_s is None else within_s):
+                return await future
+        except TimeoutError as error:
+            # Still waiting: it gives up its place. Already in a statement: the token it
+            # may get is spent, as a request that timed out after its take would have.
+            waiting = self._waiting.get(client_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            raise DependencyUnavailable("database") from error
+
+    async def _take_for(self, client_id: str) -> None:
+        """Run ``client_id``'s statements until no request of it waits."""
+        try:
+            while group := self._waiting.pop(client_id, []):
+                try:
+                    grant = await self._grant(client_id, len(group))
+                except Exception as error:  # each waiting request gets it
+                    for future in group:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for position, future in enumerate(group):
+                    if not future.done():  # a request whose deadline passed is gone
+                        self._answer(future, grant, position)
+        finally:
+            if self._takers.get(client_id) is asyncio.current_task():
+                del self._takers[client_id]
+
+    async def _grant(self, client_id: str, wanted: int) -> Grant:
+        params = {"client": client_id, "burst": self._burst, "rate": self._per_s, "n": wanted}
+        async with bounded_connection(self._engine, self._deadline_s) as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            left = (await autocommit.execute(_TAKE, params)).scalar_one_or_none()
-            if left is None:
-                available = (await autocommit.execute(_AVAILABLE, params)).scalar_one()
-        if left is not None:
+            row = (await autocommit.execute(_TAKE, params)).first()
+            if row is None:  # another process created the bucket first: it exists now
+                row = (await autocommit.execute(_TAKE, params)).one()
+        return Grant(int(row.granted), float(row.remaining))
+
+    def _answer(self, future: asyncio.Future[dict[str, str]], grant: Grant, position: int) -> None:
+        """The headers of the ``position``-th request of a statement, or its 429."""
+        if position < grant.granted:
+            # What was left just after this request's own token, had each taken alone.
+            left = grant.left + (grant.granted - position - 1)
             until_full = math.ceil((self._burst - left) / self._per_s)
-            return {
-                "RateLimit-Policy": self._policy,
-                "RateLimit": f'"{_POLICY}";r={math.floor(left)};t={until_full}',
-            }
-        retry_after = max(1, math.ceil((1 - available) / self._per_s))
-        raise TooManyRequests(
-            retry_after,
-            {"RateLimit-Policy": self._policy, "RateLimit": f'"{_POLICY}";r=0;t={retry_after}'},
+            future.set_result(
+                {
+                    "RateLimit-Policy": self._policy,
+                    "RateLimit": f'"{_POLICY}";r={math.floor(left)};t={until_full}',
+                }
+            )
+            return
+        retry_after = max(1, math.ceil((1 - grant.left) / self._per_s))
+        future.set_exception(
+            TooManyRequests(
+                retry_after,
+                {
+                    "RateLimit-Policy": self._policy,
+                    "RateLimit": f'"{_POLICY}";r=0;t={retry_after}',
+                },
+            )
         )

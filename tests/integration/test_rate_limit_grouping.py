@@ -1,0 +1,121 @@
+"""One client's concurrent takes share a statement and get what they would have one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runtime.errors import DependencyUnavailable, TooManyRequests
+from runtime.rate_limit import RateLimiter
+from runtime.settings import Settings
+from tests.support.db import table_locked
+
+
+@pytest.fixture
+def client_id() -> str:
+    """A client of the test's own: buckets outlive a test (the table is not emptied)."""
+    return f"channel-{uuid.uuid4().hex[:8]}"
+
+
+def _statements(engine: AsyncEngine, on_send: asyncio.Event | None = None) -> list[str]:
+    """Every statement the engine sends to the rate-limit table, as it is sent.
+
+    ``on_send`` is set at each (the listener runs on the event loop's thread).
+    """
+    sent: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(*args: object) -> None:
+        statement = str(args[2])
+        if "client_rate_limits" in statement:
+            sent.append(statement)
+            if on_send is not None:
+                on_send.set()
+
+    return sent
+
+
+async def _takes(
+    limiter: RateLimiter, client_id: str, count: int
+) -> list[dict[str, str] | BaseException]:
+    return await asyncio.gather(
+        *(limiter.take(client_id) for _ in range(count)), return_exceptions=True
+    )
+
+
+async def test_concurrent_takes_of_one_client_share_one_statement_and_get_tokens_in_order(
+    engine: AsyncEngine, client_id: str
+) -> None:
+    limiter = RateLimiter(engine, deadline_s=2.0, per_s=0.001, burst=3)
+    sent = _statements(engine)
+
+    answers = await _takes(limiter, client_id, 5)
+
+    granted = [a for a in answers if isinstance(a, dict)]
+    refused = [a for a in answers if isinstance(a, TooManyRequests)]
+    # All five are waiting before the first statement starts: they share it.
+    assert len(sent) == 1
+    assert [a["RateLimit"].split(";")[1] for a in granted] == ["r=2", "r=1", "r=0"]
+    assert len(refused) == 2
+    assert all(int(e.headers["Retry-After"]) >= 1 for e in refused)
+
+
+async def test_a_lone_take_on_a_new_client_creates_its_bucket_full_and_takes_one(
+    engine: AsyncEngine, db: psycopg.Connection, client_id: str
+) -> None:
+    limiter = RateLimiter(engine, deadline_s=2.0, per_s=1.0, burst=10)
+
+    headers = await limiter.take(client_id)
+
+    assert headers["RateLimit"].startswith('"default";r=9;')
+    row = db.execute("SELECT tokens FROM client_rate_limits WHERE client_id = %s", [client_id])
+    assert row.fetchone() == (pytest.approx(9.0, abs=0.01),)
+
+
+async def test_a_bucket_refills_by_the_time_elapsed(engine: AsyncEngine, client_id: str) -> None:
+    limiter = RateLimiter(engine, deadline_s=2.0, per_s=20.0, burst=1)
+    await limiter.take(client_id)
+    with pytest.raises(TooManyRequests):
+        await limiter.take(client_id)
+
+    await asyncio.sleep(0.1)  # two tokens' worth at 20/s, capped at the burst of one
+
+    assert (await limiter.take(client_id))["RateLimit"].startswith('"default";r=0;')
+
+
+async def test_takes_waiting_on_a_database_that_does_not_answer_fail_by_their_deadline(
+    engine: AsyncEngine, settings: Settings, client_id: str
+) -> None:
+    limiter = RateLimiter(engine, deadline_s=0.5, per_s=1.0, burst=10)
+
+    with table_locked(settings, "client_rate_limits"):
+        answers = await asyncio.gather(
+            *(limiter.take(client_id, within_s=0.3) for _ in range(3)), return_exceptions=True
+        )
+
+    assert all(isinstance(a, DependencyUnavailable) for a in answers)
+    # Healed, the same limiter serves again: nothing of the failed takes is stuck.
+    assert (await limiter.take(client_id))["RateLimit"].startswith('"default";r=')
+
+
+async def test_takes_arriving_while_a_statement_runs_share_the_next_one(
+    engine: AsyncEngine, settings: Settings, client_id: str
+) -> None:
+    limiter = RateLimiter(engine, deadline_s=5.0, per_s=1.0, burst=10)
+    first_sent = asyncio.Event()
+    sent = _statements(engine, first_sent)
+
+    with table_locked(settings, "client_rate_limits"):
+        first = asyncio.ensure_future(limiter.take(client_id))
+        await first_sent.wait()  # the first statement is on its way, and waits for the lock
+        behind = [asyncio.ensure_future(limiter.take(client_id)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+    answers = [await first, *[await each for each in behind]]
+
+    assert len(sent) == 2
+    assert [a["RateLimit"].split(";")[1] for a in answers] == ["r=9", "r=8", "r=7", "r=6"]
