@@ -10,7 +10,7 @@ PY_PACKAGES := runtime schema outbox messaging ops command_api query_api credit_
 -include .env
 export
 
-.PHONY: audit chart shellcheck lint-openapi test-faults test-cluster bench bench-smoke profile bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
+.PHONY: audit chart shellcheck lint-openapi test-faults test-cluster bench bench-smoke profile bench-ab bench-cluster bench-relay drop-slot docs schemas help install infra-up infra-down infra-status migrate run run-local test check lint format typecheck imports clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -107,6 +107,10 @@ bench-smoke: .venv/.installed infra-up ## Every benchmark section, briefly (CI: 
 
 profile: .venv/.installed infra-up ## py-spy profiles of every process at 300 applications/s (folded stacks + summary)
 	$(RUN) python -m bench.profile --rate 300 --seconds 15 --out bench/results/profile
+
+bench-ab: .venv/.installed infra-up ## The command API before (BEFORE=<another checkout>) and after, interleaved rounds
+	@if [ -z "$(BEFORE)" ]; then echo "usage: make bench-ab BEFORE=<checkout, e.g. git worktree add /tmp/before <commit>>" >&2; exit 2; fi
+	$(RUN) python -m bench.ab --before "$(BEFORE)"
 
 # On servers of its own (.infra/bench-cluster, free ports), started and stopped by the module.
 bench-cluster: .venv/.installed ## The pipeline benchmark on a three-broker KRaft cluster (3 replicas, min ISR 2)

@@ -52,6 +52,19 @@ def measure(admin: Settings, rates: list[float], seconds: float, rounds: int) ->
     Returns ``{"rounds": [{"round": n, side: sweep}], "summary": summary(...)}``; each
     sweep is :meth:`SweepResult.to_dict` plus ``cores_used_by_rate``.
     """
+    found = sweep_rounds(admin, SIDES, rates, seconds, rounds)
+    return {"rounds": found, "summary": summary(found)}
+
+
+def sweep_rounds(
+    admin: Settings, sides: dict[str, list[str]], rates: list[float], seconds: float, rounds: int
+) -> list[dict[str, Any]]:
+    """Sweep each side's server command over ``rates`` in ``rounds`` interleaved rounds.
+
+    ``sides``: name → the command that serves the command API on ``PREQUAL_COMMAND_API_PORT``.
+    Returns ``[{"round": n, side: sweep}]``, a sweep being :meth:`SweepResult.to_dict`
+    plus ``cores_used_by_rate`` (cores by role, per rate).
+    """
     settings = isolated_topics(recreate_database(admin, DATABASE))
     upgrade(settings.sqlalchemy_url)
     settings = settings.model_copy(
@@ -60,20 +73,24 @@ def measure(admin: Settings, rates: list[float], seconds: float, rounds: int) ->
     token = issue_token(settings, "bench", ["applications:write"])
     ensure_topics(settings)  # the baseline publishes; the broker never auto-creates
     done: dict[int, dict[str, Any]] = {}
-    for number, side in interleaved(rounds, list(SIDES)):
+    for number, side in interleaved(rounds, list(sides)):
         print(f"bench: command_api round {number} {side} …", file=sys.stderr, flush=True)
         done.setdefault(number, {"round": number})[side] = _sweep(
-            side, settings, token, rates, seconds
+            side, sides[side], settings, token, rates, seconds
         )
-    found = list(done.values())
-    return {"rounds": found, "summary": summary(found)}
+    return list(done.values())
 
 
 def _sweep(
-    side: str, settings: Settings, token: str, rates: list[float], seconds: float
+    side: str,
+    command: list[str],
+    settings: Settings,
+    token: str,
+    rates: list[float],
+    seconds: float,
 ) -> dict[str, Any]:
     pgbench_ceiling.clear_tables(settings)
-    process = _serve(SIDES[side], settings, f"api-{side}")
+    process = _serve(command, settings, f"api-{side}")
     cores: dict[str, dict[str, float]] = {}
 
     def measured(spec: LoadSpec) -> RateResult:
