@@ -23,6 +23,7 @@ limit carries as well.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from dataclasses import dataclass
 
@@ -46,11 +47,12 @@ _TAKE = text("""
            FOR UPDATE
     ), taken AS (
         UPDATE client_rate_limits AS b
-           SET tokens = bucket.available - LEAST(:n, floor(bucket.available)),
+           SET tokens = bucket.available - LEAST(:n, GREATEST(0, floor(bucket.available))),
                refilled_at = bucket.now
           FROM bucket
          WHERE b.client_id = bucket.client_id
-        RETURNING CAST(LEAST(:n, floor(bucket.available)) AS int) AS granted, b.tokens AS remaining
+        RETURNING CAST(LEAST(:n, GREATEST(0, floor(bucket.available))) AS int) AS granted,
+                  b.tokens AS remaining
     ), created AS (
         INSERT INTO client_rate_limits (client_id, tokens, refilled_at)
         SELECT :client, CAST(:burst AS float8) - LEAST(:n, :burst), clock_timestamp()
@@ -71,6 +73,14 @@ class Grant:
     left: float
 
 
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """One request waiting for its token: its answer, and when its deadline passes (loop time)."""
+
+    future: asyncio.Future[dict[str, str]]
+    expires: float
+
+
 class RateLimiter:
     """Takes one token from a client's bucket per request; see the module docstring.
 
@@ -88,7 +98,7 @@ class RateLimiter:
         self._policy = f'"{_POLICY}";q={burst};w={window}'
         # Per client: the requests waiting for its next statement, in arrival order, and
         # the task that runs its statements while any wait. Both belong to one event loop.
-        self._waiting: dict[str, list[asyncio.Future[dict[str, str]]]] = {}
+        self._waiting: dict[str, list[_Waiter]] = {}
         self._takers: dict[str, asyncio.Task[None]] = {}
 
     async def take(self, client_id: str, within_s: float | None = None) -> dict[str, str]:
@@ -99,48 +109,90 @@ class RateLimiter:
         within ``within_s`` (what is left of the request's deadline; default the whole).
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, str]] = loop.create_future()
-        self._waiting.setdefault(client_id, []).append(future)
+        seconds = self._deadline_s if within_s is None else within_s
+        waiter = _Waiter(loop.create_future(), loop.time() + seconds)
+        self._waiting.setdefault(client_id, []).append(waiter)
         taker = self._takers.get(client_id)
         if taker is None or taker.done() or taker.get_loop() is not loop:
-            self._takers[client_id] = loop.create_task(self._take_for(client_id))
+            # A context of its own: the statements serve many requests, so they must not be
+            # logged or traced as the one request that happened to start the run.
+            self._takers[client_id] = loop.create_task(
+                self._take_for(client_id), context=contextvars.Context()
+            )
         try:
-            async with asyncio.timeout(self._deadline_s if within_s is None else within_s):
-                return await future
+            async with asyncio.timeout_at(waiter.expires):
+                return await waiter.future
         except TimeoutError as error:
-            # Still waiting: it gives up its place. Already in a statement: the token it
-            # may get is spent, as a request that timed out after its take would have.
-            waiting = self._waiting.get(client_id, [])
-            if future in waiting:
-                waiting.remove(future)
             raise DependencyUnavailable("database") from error
+        finally:
+            # Timed out or cancelled while still waiting: it gives up its place, and no
+            # token is taken for it (the statement counts only requests still waiting).
+            waiting = self._waiting.get(client_id, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
 
     async def _take_for(self, client_id: str) -> None:
         """Run ``client_id``'s statements until no request of it waits."""
         try:
             while group := self._waiting.pop(client_id, []):
                 try:
-                    grant = await self._grant(client_id, len(group))
-                except Exception as error:  # each waiting request gets it
-                    for future in group:
-                        if not future.done():
-                            future.set_exception(error)
+                    answered = await self._grant(client_id, group)
+                except Exception as error:  # each request still waiting gets it
+                    for waiter in group:
+                        if not waiter.future.done():
+                            waiter.future.set_exception(error)
                     continue
-                for position, future in enumerate(group):
-                    if not future.done():  # a request whose deadline passed is gone
-                        self._answer(future, grant, position)
+                if answered is None:  # every request of the group gave up first
+                    continue
+                grant, served = answered
+                for position, waiter in enumerate(served):
+                    if not waiter.future.done():  # one that gave up since: its token is spent
+                        self._answer(waiter.future, grant, position)
         finally:
             if self._takers.get(client_id) is asyncio.current_task():
                 del self._takers[client_id]
 
-    async def _grant(self, client_id: str, wanted: int) -> Grant:
-        params = {"client": client_id, "burst": self._burst, "rate": self._per_s, "n": wanted}
-        async with bounded_connection(self._engine, self._deadline_s) as conn:
+    async def _grant(
+        self, client_id: str, group: list[_Waiter]
+    ) -> tuple[Grant, list[_Waiter]] | None:
+        """Take a token for each request of ``group`` still waiting once a connection is held.
+
+        Returns the grant and those requests, in order, or None if none was left. A
+        statement that fails at once (a pooled connection the server has closed) is tried
+        once more on a fresh connection while a request still has time, so one stale
+        connection does not fail the whole group; a server that does not answer has used
+        that time up by then.
+        """
+        try:
+            return await self._statement(client_id, group)
+        except DependencyUnavailable:
+            return await self._statement(client_id, group)
+
+    async def _statement(
+        self, client_id: str, group: list[_Waiter]
+    ) -> tuple[Grant, list[_Waiter]] | None:
+        loop = asyncio.get_running_loop()
+        live = [w for w in group if not w.future.done()]
+        if not live:
+            return None
+        # Nobody waits longer than the longest deadline among those still waiting.
+        seconds = min(self._deadline_s, max(w.expires for w in live) - loop.time())
+        async with bounded_connection(self._engine, seconds) as conn:
+            # Counted with the connection held: who gave up meanwhile takes nothing.
+            live = [w for w in group if not w.future.done()]
+            if not live:
+                return None
+            params = {
+                "client": client_id,
+                "burst": self._burst,
+                "rate": self._per_s,
+                "n": len(live),
+            }
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = (await autocommit.execute(_TAKE, params)).first()
             if row is None:  # another process created the bucket first: it exists now
                 row = (await autocommit.execute(_TAKE, params)).one()
-        return Grant(int(row.granted), float(row.remaining))
+        return Grant(int(row.granted), float(row.remaining)), live
 
     def _answer(self, future: asyncio.Future[dict[str, str]], grant: Grant, position: int) -> None:
         """The headers of the ``position``-th request of a statement, or its 429."""

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runtime.db import create_engine
 from runtime.errors import DependencyUnavailable, TooManyRequests
 from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
@@ -119,3 +120,59 @@ async def test_takes_arriving_while_a_statement_runs_share_the_next_one(
 
     assert len(sent) == 2
     assert [a["RateLimit"].split(";")[1] for a in answers] == ["r=9", "r=8", "r=7", "r=6"]
+
+
+async def test_a_take_cancelled_while_waiting_takes_no_token_and_holds_no_place(
+    engine: AsyncEngine, client_id: str
+) -> None:
+    limiter = RateLimiter(engine, deadline_s=2.0, per_s=0.001, burst=2)
+    cancelled = asyncio.ensure_future(limiter.take(client_id))
+    served = asyncio.ensure_future(limiter.take(client_id))
+    await asyncio.sleep(0)  # both are waiting; the statement has not started
+    cancelled.cancel()
+
+    assert (await served)["RateLimit"].split(";")[1] == "r=1"
+    assert (await limiter.take(client_id))["RateLimit"].split(";")[1] == "r=0"
+
+
+async def test_a_request_that_gave_up_while_its_group_waited_for_a_connection_takes_nothing(
+    settings: Settings, client_id: str
+) -> None:
+    engine = create_engine(settings.model_copy(update={"pg_pool_size": 1}), "tests")
+    limiter = RateLimiter(engine, deadline_s=3.0, per_s=0.001, burst=2)
+    try:
+        async with engine.connect():  # the pool's only connection, held
+            impatient = asyncio.ensure_future(limiter.take(client_id, within_s=0.2))
+            patient = asyncio.ensure_future(limiter.take(client_id, within_s=3.0))
+            with pytest.raises(DependencyUnavailable):
+                await impatient
+        # The impatient request's token was not taken: the patient one gets the first
+        # of two, and one is still there for the next request.
+        assert (await patient)["RateLimit"].split(";")[1] == "r=1"
+        assert (await limiter.take(client_id))["RateLimit"].split(";")[1] == "r=0"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_on_a_connection_the_server_closed_is_tried_again_on_a_fresh_one(
+    settings: Settings, db: psycopg.Connection, client_id: str
+) -> None:
+    engine = create_engine(settings.model_copy(update={"pg_pool_size": 1}), "tests")
+    limiter = RateLimiter(engine, deadline_s=2.0, per_s=1.0, burst=10)
+    try:
+        await limiter.take(client_id)  # the pool now holds one idle connection
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'tests' AND datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+
+        answers = await _takes(limiter, client_id, 3)
+
+        assert [a["RateLimit"].split(";")[1] for a in answers if isinstance(a, dict)] == [
+            "r=8",
+            "r=7",
+            "r=6",
+        ]
+    finally:
+        await engine.dispose()
