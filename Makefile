@@ -108,9 +108,10 @@ bench-smoke: .venv/.installed infra-up ## Every benchmark section, briefly (CI: 
 profile: .venv/.installed infra-up ## py-spy profiles of every process at 300 applications/s (folded stacks + summary)
 	$(RUN) python -m bench.profile --rate 300 --seconds 15 --out bench/results/profile
 
-bench-ab: .venv/.installed infra-up ## The command API before (BEFORE=<another checkout>) and after, interleaved rounds
-	@if [ -z "$(BEFORE)" ]; then echo "usage: make bench-ab BEFORE=<checkout, e.g. git worktree add /tmp/before <commit>>" >&2; exit 2; fi
-	$(RUN) python -m bench.ab --before "$(BEFORE)"
+bench-ab: .venv/.installed infra-up ## The command API two ways, interleaved rounds: BEFORE=<another checkout>, or SERVERS=uvicorn,granian
+	@if [ -n "$(SERVERS)" ]; then $(RUN) python -m bench.ab --servers "$(SERVERS)"; \
+	elif [ -n "$(BEFORE)" ]; then $(RUN) python -m bench.ab --before "$(BEFORE)"; \
+	else echo "usage: make bench-ab BEFORE=<checkout, e.g. git worktree add /tmp/before <commit>> | SERVERS=uvicorn,granian" >&2; exit 2; fi
 
 # On servers of its own (.infra/bench-cluster, free ports), started and stopped by the module.
 bench-cluster: .venv/.installed ## The pipeline benchmark on a three-broker KRaft cluster (3 replicas, min ISR 2)

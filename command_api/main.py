@@ -1,4 +1,4 @@
-"""``command-api``: serve the command API with uvicorn, in one or several processes."""
+"""``command-api``: serve the command API (uvicorn or granian), in one or several processes."""
 
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ def main() -> None:
     """Console script entry point."""
     settings = Settings()
     configure_logging(settings.log_level, "command-api")
-    if settings.command_api_workers > 1:
+    # granian serves an importable factory only, in worker processes of its own.
+    if settings.command_api_workers > 1 or settings.command_api_http_server == "granian":
         serve_workers(
             "command_api.main:app_from_environment",
             settings.http_host,
             settings.command_api_port,
             settings.command_api_workers,
             settings.http_keep_alive_s,
+            settings.command_api_http_server,
         )
     else:
         # Several workers set up tracing each, in app_from_environment; the supervisor

@@ -269,8 +269,14 @@ class Settings(BaseSettings):
     command_api_port: PositiveInt = Field(8000, description="Port of the command API.")
     command_api_workers: PositiveInt = Field(
         1,
-        description="Command API worker processes (uvicorn); one Python process uses one"
+        description="Command API worker processes; one Python process uses one"
         " core at most. Metrics are summed across workers.",
+    )
+    command_api_http_server: Literal["uvicorn", "granian"] = Field(
+        "uvicorn",
+        description="HTTP server of the command API: uvicorn (with uvloop and httptools)"
+        " or granian (Rust, hyper). Both serve the same FastAPI app; docs/benchmarks.md"
+        " measures them side by side.",
     )
     query_api_port: PositiveInt = Field(8001, description="Port of the query API.")
     query_api_base_url: str = Field(

@@ -1,11 +1,14 @@
-"""The command API in several worker processes: one port, metrics summed over workers."""
+"""The command API in several worker processes, under each HTTP server: one port, metrics
+summed over workers, JSON log lines, a clean stop."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+import orjson
 import psycopg
+import pytest
 
 from runtime.settings import Settings
 from tests.api.conftest import valid_body
@@ -22,11 +25,16 @@ def _accepted_total(text: str) -> float:
     return total
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
 def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests(
-    settings: Settings, db: psycopg.Connection, spawn: Spawn
+    server: str, settings: Settings, db: psycopg.Connection, spawn: Spawn
 ) -> None:
     settings = settings.model_copy(
-        update={"command_api_port": free_port(), "command_api_workers": 2}
+        update={
+            "command_api_port": free_port(),
+            "command_api_workers": 2,
+            "command_api_http_server": server,
+        }
     )
     api = spawn("command-api", settings)
     base = f"http://127.0.0.1:{settings.command_api_port}"
@@ -47,8 +55,12 @@ def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests
     children = _children(api.popen.pid)
     workers = [pid for pid in children if b"spawn_main" in _cmdline(pid)]
     assert len(workers) == 2
-    api.terminate()
+    assert api.terminate() == 0
     wait_until(lambda: not [pid for pid in children if _alive(pid)], 15)
+    # Every line is JSON, the server's own included: one log format for the operator.
+    lines = [orjson.loads(line) for line in api.log().splitlines() if line.strip()]
+    assert {line["process"] for line in lines} == {"command-api"}
+    assert sum(line["event"] == "request" for line in lines) >= 40
 
 
 def _cmdline(pid: int) -> bytes:

@@ -3,7 +3,8 @@
 A client that sends a request on a pooled connection at the moment the server closes it
 gets a reset, not an answer (seen in CI as ``httpx.ReadError`` when httpx's 5 s pool
 expiry met uvicorn's 5 s default). The services keep idle connections open for
-``Settings.http_keep_alive_s`` (75 s), longer than httpx or a load balancer keeps them.
+``Settings.http_keep_alive_s`` (75 s), longer than httpx or a load balancer keeps them;
+under granian too (hyper's header read timeout, which also bounds an idle connection).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import http.client
 import time
 
 import httpx
+import pytest
 
 from runtime.settings import Settings
 from tests.conftest import Spawn
@@ -47,10 +49,12 @@ def test_a_connection_idle_longer_than_httpx_keeps_one_is_still_served(
     conn.close()
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
 def test_the_server_closes_a_connection_idle_past_its_keep_alive(
-    settings: Settings, spawn: Spawn
+    server: str, settings: Settings, spawn: Spawn
 ) -> None:
-    api = spawn("command-api", settings.model_copy(update={"http_keep_alive_s": 1}))
+    update = {"http_keep_alive_s": 1, "command_api_http_server": server}
+    api = spawn("command-api", settings.model_copy(update=update))
     wait_http_ok(f"http://127.0.0.1:{api.port}/livez", 60, api)
     conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
     assert _get(conn, "/livez") == 200

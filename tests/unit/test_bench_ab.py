@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.ab import sides, table
+from bench.ab import server_sides, sides, table
 
 
 def _sweep(sustained: float | None, p99s: dict[float, float]) -> dict[str, Any]:
@@ -22,6 +22,28 @@ def test_the_before_side_imports_the_other_checkout_through_pythonpath(tmp_path:
     assert commands["before"][:2] == ["env", f"PYTHONPATH={tmp_path.resolve()}"]
     assert commands["before"][2:] == commands["after"]
     assert commands["after"][0].endswith("command-api")
+
+
+def test_each_server_side_runs_this_checkout_with_its_http_server_chosen() -> None:
+    commands = server_sides(["uvicorn", "granian"])
+
+    assert list(commands) == ["uvicorn", "granian"]
+    assert commands["granian"][:2] == ["env", "PREQUAL_COMMAND_API_HTTP_SERVER=granian"]
+    assert commands["uvicorn"][2:] == commands["granian"][2:]
+    assert commands["granian"][2].endswith("command-api")
+
+
+def test_the_table_names_its_sides_as_the_rounds_do() -> None:
+    rounds = [
+        {"round": n, "uvicorn": _sweep(500, {500: 30.0}), "granian": _sweep(750, {500: 20.0})}
+        for n in (1, 2, 3)
+    ]
+
+    lines = table(rounds).splitlines()
+
+    assert lines[2].startswith("| uvicorn | 500 | 500 | 3 |")
+    assert lines[3].startswith("| granian | 750 | 500 | 3 |")
+    assert len(lines) == 4
 
 
 def test_the_table_gives_each_sides_medians_and_leaves_out_rates_a_round_never_reached() -> None:
