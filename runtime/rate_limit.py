@@ -15,6 +15,14 @@ statement runs share the next one, which takes a token for each of them in one g
 hands them out in arrival order. That is what the same requests one after the other
 would have got; at a low rate a lone request still makes its own statement at once.
 
+Traces: each request's wait is a ``rate-limit wait`` span of its own trace, and each
+statement a ``rate-limit take`` span, the root of a trace of its own (it serves several
+requests), with the database span as its child. The two are linked both ways: the
+statement to every sampled request it served (up to the SDK's link limit,
+``OTEL_SPAN_LINK_COUNT_LIMIT``, 128 by default), each request to the statement that
+answered it; the statement is sampled when any of its requests is
+(:func:`runtime.tracing.sampler_from_environment`).
+
 Past the limit the answer is 429 problem+json with ``Retry-After`` and the IETF httpapi
 draft's ``RateLimit-Policy`` and ``RateLimit`` headers, which every answer under the
 limit carries as well.
@@ -27,11 +35,14 @@ import contextvars
 import math
 from dataclasses import dataclass
 
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.deadline import bounded_connection
 from runtime.errors import DependencyUnavailable, TooManyRequests
+from runtime.tracing import tracer
 
 # Takes min(:n, whole tokens available) from an existing bucket; for a new client it
 # creates the bucket full and takes from it. Both return (granted, tokens left). Two
@@ -75,10 +86,16 @@ class Grant:
 
 @dataclass(eq=False, slots=True)
 class _Waiter:
-    """One request waiting for its token: its answer, and when its deadline passes (loop time)."""
+    """One request waiting for its token: its answer, and when its deadline passes (loop time).
+
+    ``span``: its ``rate-limit wait`` span, when traced; ``statement``: the span of the
+    statement that answered it, set before the answer.
+    """
 
     future: asyncio.Future[dict[str, str]]
     expires: float
+    span: SpanContext | None = None
+    statement: SpanContext | None = None
 
 
 class RateLimiter:
@@ -110,26 +127,41 @@ class RateLimiter:
         """
         loop = asyncio.get_running_loop()
         seconds = self._deadline_s if within_s is None else within_s
-        waiter = _Waiter(loop.create_future(), loop.time() + seconds)
-        self._waiting.setdefault(client_id, []).append(waiter)
-        taker = self._takers.get(client_id)
-        if taker is None or taker.done() or taker.get_loop() is not loop:
-            # A context of its own: the statements serve many requests, so they must not be
-            # logged or traced as the one request that happened to start the run.
-            self._takers[client_id] = loop.create_task(
-                self._take_for(client_id), context=contextvars.Context()
-            )
-        try:
-            async with asyncio.timeout_at(waiter.expires):
-                return await waiter.future
-        except TimeoutError as error:
-            raise DependencyUnavailable("database") from error
-        finally:
-            # Timed out or cancelled while still waiting: it gives up its place, and no
-            # token is taken for it (the statement counts only requests still waiting).
-            waiting = self._waiting.get(client_id, [])
-            if waiter in waiting:
-                waiting.remove(waiter)
+        # A 429 is the client's doing, not a failure of this span: only a missed deadline is.
+        with tracer().start_as_current_span(
+            "rate-limit wait",
+            kind=SpanKind.INTERNAL,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            waiter = _Waiter(loop.create_future(), loop.time() + seconds, _valid(span))
+            self._waiting.setdefault(client_id, []).append(waiter)
+            taker = self._takers.get(client_id)
+            if taker is None or taker.done() or taker.get_loop() is not loop:
+                # A context of its own: the statements serve many requests, so they must
+                # not be logged or traced as the one request that happened to start the run.
+                self._takers[client_id] = loop.create_task(
+                    self._take_for(client_id), context=contextvars.Context()
+                )
+            try:
+                async with asyncio.timeout_at(waiter.expires):
+                    return await waiter.future
+            except TooManyRequests:
+                raise
+            except TimeoutError as error:
+                span.set_status(Status(StatusCode.ERROR, "deadline passed"))
+                raise DependencyUnavailable("database") from error
+            except Exception as error:  # the statement failed: the request answers 503
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+            finally:
+                if waiter.statement is not None:
+                    span.add_link(waiter.statement)
+                # Timed out or cancelled while still waiting: it gives up its place, and no
+                # token is taken for it (the statement counts only requests still waiting).
+                waiting = self._waiting.get(client_id, [])
+                if waiter in waiting:
+                    waiting.remove(waiter)
 
     async def _take_for(self, client_id: str) -> None:
         """Run ``client_id``'s statements until no request of it waits."""
@@ -188,10 +220,19 @@ class RateLimiter:
                 "rate": self._per_s,
                 "n": len(live),
             }
-            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await autocommit.execute(_TAKE, params)).first()
-            if row is None:  # another process created the bucket first: it exists now
-                row = (await autocommit.execute(_TAKE, params)).one()
+            with tracer().start_as_current_span(
+                "rate-limit take",
+                kind=SpanKind.INTERNAL,
+                links=[Link(w.span) for w in live if w.span is not None],
+                attributes={"prequal.rate_limit.requests": len(live)},
+            ) as span:
+                autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                row = (await autocommit.execute(_TAKE, params)).first()
+                if row is None:  # another process created the bucket first: it exists now
+                    row = (await autocommit.execute(_TAKE, params)).one()
+        statement = _valid(span)
+        for waiter in live:
+            waiter.statement = statement
         return Grant(int(row.granted), float(row.remaining)), live
 
     def _answer(self, future: asyncio.Future[dict[str, str]], grant: Grant, position: int) -> None:
@@ -217,3 +258,12 @@ class RateLimiter:
                 },
             )
         )
+
+
+def _valid(span: trace.Span) -> SpanContext | None:
+    """``span``'s context if it is exported, else None (tracing off, or not sampled).
+
+    A link is made only to a span that exists in the collector.
+    """
+    context = span.get_span_context()
+    return context if context.is_valid and context.trace_flags.sampled else None

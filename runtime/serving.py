@@ -7,6 +7,7 @@ measures them side by side.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -17,15 +18,22 @@ import uvicorn
 from fastapi import FastAPI
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
+from granian.log import LogLevels
 from granian.server import Server as Granian
 
 from runtime.metrics import MULTIPROC_ENV
 
-# Our middleware writes the request log, not uvicorn; a stop lets requests finish for 10 s.
+#: Seconds a stopping server lets requests finish (uvicorn then cancels the rest).
+_GRACEFUL_STOP_S = 10
+#: granian kills a worker that has not stopped by then, lifespan shutdown included
+#: (closing the pools, flushing spans): the requests' time and a margin for that.
+_GRANIAN_KILL_S = _GRACEFUL_STOP_S + 5
+
+# Our middleware writes the request log, not uvicorn.
 _UVICORN: dict[str, Any] = {
     "log_config": None,
     "access_log": False,
-    "timeout_graceful_shutdown": 10,
+    "timeout_graceful_shutdown": _GRACEFUL_STOP_S,
 }
 
 
@@ -37,9 +45,6 @@ _GRANIAN_LOGS: dict[str, Any] = {
         "granian.access": {"handlers": [], "propagate": False},
     }
 }
-
-#: Seconds a stopping granian waits for its workers' requests, as uvicorn's graceful stop.
-_GRACEFUL_STOP_S = 10
 
 
 def serve_workers(
@@ -90,6 +95,10 @@ def _granian(factory: str, host: str, port: int, workers: int, keep_alive_s: int
     # interpreters as uvicorn's: forked ones would inherit the supervisor's metrics, made
     # at import before PROMETHEUS_MULTIPROC_DIR was set, and never write them to the files.
     multiprocessing.set_start_method("spawn", force=True)
+    # Its own lines at the level our configure_logging gave the root logger (granian
+    # would log at INFO whatever PREQUAL_LOG_LEVEL says); a worker that dies is started
+    # again, as uvicorn does, instead of stopping the whole server.
+    level = LogLevels(logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower())
     Granian(
         factory,
         address=host,
@@ -100,7 +109,9 @@ def _granian(factory: str, host: str, port: int, workers: int, keep_alive_s: int
         http=HTTPModes.http1,
         websockets=False,
         http1_settings=HTTP1Settings(header_read_timeout=keep_alive_s * 1000),
-        workers_kill_timeout=_GRACEFUL_STOP_S,
+        workers_kill_timeout=_GRANIAN_KILL_S,
+        respawn_failed_workers=True,
+        log_level=level,
         log_dictconfig=_GRANIAN_LOGS,
     ).serve()
 

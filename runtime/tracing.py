@@ -193,11 +193,14 @@ def _otlp_exporter() -> SpanExporter:
 
 
 def sampler_from_environment() -> Sampler:
-    """``OTEL_TRACES_SAMPLER`` (and its ``_ARG``), with orphan client spans left out.
+    """``OTEL_TRACES_SAMPLER`` (and its ``_ARG``), with two rules for spans without a parent.
 
     A client span without a parent (a database call outside any traced operation: a
     health check, the relay's leadership and idle polls) is never sampled: every one would
-    be a trace of its own, thousands an hour that say nothing. Raises
+    be a trace of its own, thousands an hour that say nothing. A span without a parent
+    that links to a sampled span (a batch linking to its messages, a grouped rate-limit
+    statement to its requests) is sampled, whatever the ratio: else most sampled traces
+    would link to a batch or statement that was never exported. Raises
     :class:`TracingConfigurationError` for an unknown sampler or a ratio outside 0..1.
     """
     name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
@@ -212,7 +215,7 @@ def sampler_from_environment() -> Sampler:
         root = TraceIdRatioBased(_ratio(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")))
     else:
         raise TracingConfigurationError(f"OTEL_TRACES_SAMPLER={name!r} is not a known sampler")
-    return _NoOrphanClientSpans(ParentBased(root) if parent_based else root)
+    return _RootsFollowTheirLinks(ParentBased(root) if parent_based else root)
 
 
 def _ratio(text: str) -> float:
@@ -324,8 +327,11 @@ def span_context(traceparent: str | None) -> SpanContext | None:
 # --- sampling and redaction ---------------------------------------------------------------
 
 
-class _NoOrphanClientSpans(Sampler):
-    """Drops client spans that have no parent; everything else as ``delegate`` decides."""
+class _RootsFollowTheirLinks(Sampler):
+    """Parentless spans: client ones dropped, ones linking to a sampled span sampled.
+
+    Everything else as ``delegate`` decides (see :func:`sampler_from_environment`).
+    """
 
     def __init__(self, delegate: Sampler) -> None:
         self._delegate = delegate
@@ -340,18 +346,22 @@ class _NoOrphanClientSpans(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        """DROP for a parentless client span; otherwise the delegate's decision."""
-        if kind is SpanKind.CLIENT:
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if not parent.is_valid:
+        """DROP or RECORD_AND_SAMPLE for a parentless span (see the class), else the delegate's.
+
+        A parentless client span is dropped; a parentless span with a sampled link sampled.
+        """
+        if not trace.get_current_span(parent_context).get_span_context().is_valid:
+            if kind is SpanKind.CLIENT:
                 return SamplingResult(Decision.DROP)
+            if any(link.context.trace_flags.sampled for link in links or ()):
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         return self._delegate.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
         """The delegate's description, wrapped."""
-        return f"NoOrphanClientSpans{{{self._delegate.get_description()}}}"
+        return f"RootsFollowTheirLinks{{{self._delegate.get_description()}}}"
 
 
 class _Redacting(SpanExporter):

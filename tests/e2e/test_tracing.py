@@ -173,6 +173,15 @@ async def test_one_post_gives_one_trace_whose_spans_cover_all_six_processes(
         and s.trace_id in traces
         for s in everything
     )
+    # Each request's rate-limit wait links to the statement that served it: a trace of its
+    # own (it serves several requests), with its database span (runtime/rate_limit.py).
+    takes = {s.span_id for s in everything if s.name == "rate-limit take"}
+    waits = [s for s in everything if s.name == "rate-limit wait" and s.trace_id in traces]
+    assert {s.service for s in waits} == {"command-api", "query-api"}
+    assert all(any(link in takes for _, link in wait.links) for wait in waits)
+    statements = {s.parent_id for s in everything if s.kind == "CLIENT"}
+    assert takes
+    assert takes <= statements
 
 
 def _assert_the_rows_continue_the_trace(

@@ -1,8 +1,11 @@
 """The command API in several worker processes, under each HTTP server: one port, metrics
-summed over workers, JSON log lines, a clean stop."""
+summed over workers, a 413 over a real socket, JSON log lines at the set level, a dead
+worker replaced, a clean stop."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -47,8 +50,17 @@ def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests
         for _ in range(40)
     ]
     scrapes = [httpx.get(f"{base}/metrics", timeout=10).text for _ in range(4)]
+    # A body far over the limit is refused with the problem, not a reset connection.
+    too_large = httpx.post(
+        f"{base}/applications",
+        content=b"{" + b" " * 2_000_000 + b"}",
+        headers={**token, "Content-Type": "application/json"},
+        timeout=10,
+    )
 
     assert statuses == [202] * 40
+    assert too_large.status_code == 413
+    assert too_large.headers["Content-Type"] == "application/problem+json"
     assert db.execute("SELECT count(*) FROM applications").fetchone() == (40,)
     # Whichever worker answers the scrape reports all 40, not only its own share.
     assert {_accepted_total(text) for text in scrapes} == {40.0}
@@ -89,3 +101,33 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_a_worker_that_dies_is_replaced_and_the_server_logs_at_the_level_it_is_given(
+    server: str, settings: Settings, spawn: Spawn
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "command_api_port": free_port(),
+            "command_api_workers": 2,
+            "command_api_http_server": server,
+            "log_level": "WARNING",
+        }
+    )
+    api = spawn("command-api", settings)
+    base = f"http://127.0.0.1:{settings.command_api_port}"
+    wait_http_ok(f"{base}/health", 60, api)
+
+    def workers() -> list[int]:
+        return [p for p in _children(api.popen.pid) if b"spawn_main" in _cmdline(p)]
+
+    first = workers()
+    assert len(first) == 2
+    os.kill(first[0], signal.SIGKILL)  # an OOM kill, say
+
+    wait_until(lambda: len(workers()) == 2 and first[0] not in workers(), 30)
+    assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+    assert api.terminate() == 0
+    levels = {orjson.loads(line)["level"] for line in api.log().splitlines() if line.strip()}
+    assert "info" not in levels

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,6 +18,7 @@ from runtime.db import create_engine
 from runtime.errors import DependencyUnavailable, TooManyRequests
 from runtime.rate_limit import RateLimiter
 from runtime.settings import Settings
+from runtime.tracing import configure_tracing, flush_tracing, shutdown_tracing, tracer
 from tests.support.db import table_locked
 
 
@@ -176,3 +181,68 @@ async def test_a_statement_on_a_connection_the_server_closed_is_tried_again_on_a
         ]
     finally:
         await engine.dispose()
+
+
+async def test_a_shared_statement_is_traced_and_linked_both_ways_to_the_requests_it_served(
+    settings: Settings, client_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    spans = InMemorySpanExporter()
+    assert configure_tracing("tests", exporters=[spans])
+    # Made after tracing is on: psycopg is instrumented for connections made from now.
+    engine = create_engine(settings, "tests")
+    limiter = RateLimiter(engine, deadline_s=2.0, per_s=1.0, burst=10)
+
+    async def request(number: int) -> dict[str, str]:
+        with tracer().start_as_current_span(f"request {number}", kind=SpanKind.SERVER):
+            return await limiter.take(client_id)
+
+    try:
+        await asyncio.gather(*(request(n) for n in range(3)))
+        flush_tracing()
+    finally:
+        await engine.dispose()
+        shutdown_tracing()
+
+    finished = spans.get_finished_spans()
+    by_name: dict[str, list[ReadableSpan]] = {}
+    for span in finished:
+        by_name.setdefault(span.name, []).append(span)
+    (take,) = by_name["rate-limit take"]
+    waits = by_name["rate-limit wait"]
+    requests = {s.context.span_id: s for s in finished if s.name.startswith("request ")}
+    # The statement is a trace of its own, serving all three, with its database span.
+    assert take.parent is None
+    assert take.attributes is not None
+    assert take.attributes["prequal.rate_limit.requests"] == 3
+    assert {link.context.span_id for link in take.links} == {w.context.span_id for w in waits}
+    database = [s for s in finished if s.kind is SpanKind.CLIENT]
+    assert [s.parent.span_id for s in database if s.parent] == [take.context.span_id]
+    # Each request's wait is in the request's own trace, linked back to the statement.
+    assert len(waits) == 3
+    for wait in waits:
+        assert wait.parent is not None
+        assert wait.parent.span_id in requests
+        assert [link.context.span_id for link in wait.links] == [take.context.span_id]
+
+
+async def test_a_request_whose_token_never_came_ends_its_wait_span_with_an_error(
+    settings: Settings, client_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    spans = InMemorySpanExporter()
+    assert configure_tracing("tests", exporters=[spans])
+    engine = create_engine(settings, "tests")
+    limiter = RateLimiter(engine, deadline_s=0.5, per_s=1.0, burst=10)
+    try:
+        with table_locked(settings, "client_rate_limits"), pytest.raises(DependencyUnavailable):
+            await limiter.take(client_id, within_s=0.3)
+        flush_tracing()
+    finally:
+        await engine.dispose()
+        shutdown_tracing()
+
+    waits = [s for s in spans.get_finished_spans() if s.name == "rate-limit wait"]
+    assert [s.status.status_code for s in waits] == [StatusCode.ERROR]

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from runtime.logging import configure_logging, get_logger
 from runtime.tracing import (
@@ -27,6 +27,7 @@ from runtime.tracing import (
     flush_tracing,
     parent_context,
     shutdown_tracing,
+    span_context,
     traceparent_of,
     tracer,
     tracing_enabled,
@@ -213,6 +214,29 @@ def test_the_sampler_follows_otel_traces_sampler_and_respects_the_parent(
     assert not root.is_recording()
     assert child_of_sampled.is_recording()
     assert not child_of_unsampled.is_recording()
+
+
+def test_a_root_that_links_to_a_sampled_span_is_sampled_whatever_the_ratio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    configure_tracing("unit", exporters=[InMemorySpanExporter()])
+    sampled = span_context(REMOTE)
+    unsampled = span_context(REMOTE[:-2] + "00")
+    assert sampled is not None
+    assert unsampled is not None
+
+    # A grouped statement or a batch: a root of its own, linked to what it serves.
+    serving_a_sampled_one = tracer().start_span("take", links=[Link(unsampled), Link(sampled)])
+    serving_unsampled_ones = tracer().start_span("take", links=[Link(unsampled)])
+    orphan_database_call = tracer().start_span(
+        "select", kind=SpanKind.CLIENT, links=[Link(sampled)]
+    )
+
+    assert serving_a_sampled_one.is_recording()
+    assert not serving_unsampled_ones.is_recording()
+    assert not orphan_database_call.is_recording()
 
 
 def test_exported_spans_keep_an_exceptions_type_but_never_its_message_or_a_pan(
