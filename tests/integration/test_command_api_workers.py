@@ -17,7 +17,7 @@ from runtime.settings import Settings
 from tests.api.conftest import valid_body
 from tests.conftest import Spawn
 from tests.support.auth import bearer
-from tests.support.processes import free_port, wait_http_ok, wait_until
+from tests.support.processes import Process, free_port, wait_http_ok, wait_until
 
 
 def _accepted_total(text: str) -> float:
@@ -28,20 +28,29 @@ def _accepted_total(text: str) -> float:
     return total
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "granian"])
-def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests(
-    server: str, settings: Settings, db: psycopg.Connection, spawn: Spawn
-) -> None:
+def _two_workers(
+    spawn: Spawn, settings: Settings, server: str, **update: object
+) -> tuple[Process, str]:
+    """The command API in two workers under ``server``, answering; it and its base URL."""
     settings = settings.model_copy(
         update={
             "command_api_port": free_port(),
             "command_api_workers": 2,
             "command_api_http_server": server,
+            **update,
         }
     )
     api = spawn("command-api", settings)
     base = f"http://127.0.0.1:{settings.command_api_port}"
     wait_http_ok(f"{base}/health", 60, api)
+    return api, base
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_two_workers_accept_on_one_port_and_metrics_count_every_workers_requests(
+    server: str, settings: Settings, db: psycopg.Connection, spawn: Spawn
+) -> None:
+    api, base = _two_workers(spawn, settings, server)
 
     token = bearer(settings)
     # New connections each time, so that the kernel spreads them over both workers.
@@ -107,17 +116,7 @@ def _children(pid: int) -> list[int]:
 def test_a_worker_that_dies_is_replaced_and_the_server_logs_at_the_level_it_is_given(
     server: str, settings: Settings, spawn: Spawn
 ) -> None:
-    settings = settings.model_copy(
-        update={
-            "command_api_port": free_port(),
-            "command_api_workers": 2,
-            "command_api_http_server": server,
-            "log_level": "WARNING",
-        }
-    )
-    api = spawn("command-api", settings)
-    base = f"http://127.0.0.1:{settings.command_api_port}"
-    wait_http_ok(f"{base}/health", 60, api)
+    api, base = _two_workers(spawn, settings, server, log_level="WARNING")
 
     def workers() -> list[int]:
         return [p for p in _children(api.popen.pid) if b"spawn_main" in _cmdline(p)]

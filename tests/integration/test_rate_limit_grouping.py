@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
@@ -183,27 +184,38 @@ async def test_a_statement_on_a_connection_the_server_closed_is_tried_again_on_a
         await engine.dispose()
 
 
-async def test_a_shared_statement_is_traced_and_linked_both_ways_to_the_requests_it_served(
-    settings: Settings, client_id: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into memory, from an environment without OTEL_*; off at teardown."""
     for name in [n for n in os.environ if n.startswith("OTEL_")]:
         monkeypatch.delenv(name)
-    spans = InMemorySpanExporter()
-    assert configure_tracing("tests", exporters=[spans])
-    # Made after tracing is on: psycopg is instrumented for connections made from now.
+    exporter = InMemorySpanExporter()
+    assert configure_tracing("tests", exporters=[exporter])
+    yield exporter
+    shutdown_tracing()
+
+
+@pytest.fixture
+async def traced_engine(
+    settings: Settings, spans: InMemorySpanExporter
+) -> AsyncIterator[AsyncEngine]:
+    """An engine made after tracing is on: psycopg instruments connections made from then."""
     engine = create_engine(settings, "tests")
-    limiter = RateLimiter(engine, deadline_s=2.0, per_s=1.0, burst=10)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_shared_statement_is_traced_and_linked_both_ways_to_the_requests_it_served(
+    traced_engine: AsyncEngine, spans: InMemorySpanExporter, client_id: str
+) -> None:
+    limiter = RateLimiter(traced_engine, deadline_s=2.0, per_s=1.0, burst=10)
 
     async def request(number: int) -> dict[str, str]:
         with tracer().start_as_current_span(f"request {number}", kind=SpanKind.SERVER):
             return await limiter.take(client_id)
 
-    try:
-        await asyncio.gather(*(request(n) for n in range(3)))
-        flush_tracing()
-    finally:
-        await engine.dispose()
-        shutdown_tracing()
+    await asyncio.gather(*(request(n) for n in range(3)))
+    flush_tracing()
 
     finished = spans.get_finished_spans()
     by_name: dict[str, list[ReadableSpan]] = {}
@@ -228,21 +240,12 @@ async def test_a_shared_statement_is_traced_and_linked_both_ways_to_the_requests
 
 
 async def test_a_request_whose_token_never_came_ends_its_wait_span_with_an_error(
-    settings: Settings, client_id: str, monkeypatch: pytest.MonkeyPatch
+    traced_engine: AsyncEngine, spans: InMemorySpanExporter, settings: Settings, client_id: str
 ) -> None:
-    for name in [n for n in os.environ if n.startswith("OTEL_")]:
-        monkeypatch.delenv(name)
-    spans = InMemorySpanExporter()
-    assert configure_tracing("tests", exporters=[spans])
-    engine = create_engine(settings, "tests")
-    limiter = RateLimiter(engine, deadline_s=0.5, per_s=1.0, burst=10)
-    try:
-        with table_locked(settings, "client_rate_limits"), pytest.raises(DependencyUnavailable):
-            await limiter.take(client_id, within_s=0.3)
-        flush_tracing()
-    finally:
-        await engine.dispose()
-        shutdown_tracing()
+    limiter = RateLimiter(traced_engine, deadline_s=0.5, per_s=1.0, burst=10)
+    with table_locked(settings, "client_rate_limits"), pytest.raises(DependencyUnavailable):
+        await limiter.take(client_id, within_s=0.3)
+    flush_tracing()
 
     waits = [s for s in spans.get_finished_spans() if s.name == "rate-limit wait"]
     assert [s.status.status_code for s in waits] == [StatusCode.ERROR]
