@@ -330,7 +330,8 @@ class TransactionLoop:
             self._call(lambda: producer.abort_transaction(self._timeout_s))
         except KafkaException as abort_error:
             _log.info(f"{self._name}.abort_failed", error=str(abort_error))
-            self._drop_producer()
+            # A stuck abort still holds the handle: leave it alone, as any stuck call.
+            self._drop_producer(stuck=isinstance(abort_error, StuckCall))
             return
         self.state = State.REWIND
 

@@ -633,10 +633,16 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests should not wait 3 s for the first consumer group rebalance.
 group.initial.rebalance.delay.ms=0
-# After a kill -9 the restarted broker cannot register until the controller expires the
-# old incarnation's session (default 9 s); heartbeats are in-process, so shorter is cheap.
+# Longer than any pause of this process (a 10 s SIGSTOP in the fault drills, a starved
+# machine): on thawing, the controller in the same JVM would otherwise fence its own broker
+# for having missed heartbeats, every partition would be leaderless for a moment, and the
+# transaction coordinator then skips the markers it is writing ("Couldn't find leader
+# endpoint ... can be skipped", Kafka 4.3.1). An aborted transaction's records left open
+# were committed by the next one: reports read twice, or read_committed readers stalled.
+# A cluster's broker does not lead alone, so its 2.5 s stays. The cost: after a kill -9
+# the restarted node registers only once its old session expires (up to 20 s).
 broker.heartbeat.interval.ms=500
-broker.session.timeout.ms=2500
+broker.session.timeout.ms=20000
 # Topics are created explicitly so a typo fails loudly instead of creating a topic.
 auto.create.topics.enable=false
 EOF

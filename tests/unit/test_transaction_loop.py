@@ -257,6 +257,19 @@ def test_an_abort_that_fails_too_drops_the_producer() -> None:
     assert rig.producers[0].calls[-2:] == ["abort", "purge"]
 
 
+def test_an_abort_stuck_past_its_deadline_abandons_the_producer_untouched() -> None:
+    rig = Rig(stuck_margin_s=0.1).ready()
+    never = threading.Event()
+    rig.fail("commit", _error(**ABORTABLE))
+    rig.fail("abort", never)
+
+    assert rig.loop.transact(_batch(10), _outputs) is None
+
+    assert rig.loop.state is State.NO_PRODUCER
+    assert rig.producers[0].calls[-2:] == ["commit", "abort"]  # no purge
+    never.set()
+
+
 def test_a_stop_ends_the_commit_retries_and_the_transaction_is_aborted() -> None:
     rig = Rig().ready()
     rig.stop.set()
