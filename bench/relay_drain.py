@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bench.relay_latency import ROOT, _env
 from bench.repeats import spread
@@ -70,6 +70,15 @@ def write_backlog(settings: Settings, rows: int) -> None:
                 copy.write_row([row[column] for column in OUTBOX_COLUMNS])
 
 
+_LEADER_NOT_YET_KNOWN = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
 class Watermarks:
     """Sums a topic's high watermarks: how many messages Kafka has acknowledged."""
 
@@ -82,12 +91,21 @@ class Watermarks:
         )
         self._partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
 
-    def total(self) -> int:
-        """Messages on the topic now."""
-        return sum(
-            self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
-            for tp in self._partitions
-        )
+    def total(self) -> int | None:
+        """Messages on the topic now; None while a new partition's leader is not known yet.
+
+        Right after a topic is created the broker may answer NOT_LEADER_FOR_PARTITION
+        until it has applied the partition's metadata (bench-smoke failed on it in CI).
+        """
+        try:
+            return sum(
+                self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+                for tp in self._partitions
+            )
+        except KafkaException as error:
+            if error.args and error.args[0].code() in _LEADER_NOT_YET_KNOWN:
+                return None
+            raise
 
     def close(self) -> None:
         """Release the client."""
@@ -99,7 +117,11 @@ def _watch(watermarks: Watermarks, rows: int, started: float, timeout_s: float) 
     seen = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        seen = watermarks.total()
+        total = watermarks.total()
+        if total is None:
+            time.sleep(0.02)
+            continue
+        seen = total
         now = time.perf_counter()
         if seen > 0 and first is None:
             first = now
