@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from bench.relay_latency import ROOT, _env
 from bench.repeats import spread
@@ -34,6 +34,7 @@ from bench.report import emit_json
 from outbox.append import OUTBOX_COLUMNS, OutboxMessage
 from runtime import db
 from runtime.kafka import ensure_topics
+from runtime.kafka import watermarks as partition_watermarks
 from runtime.settings import RelayKind, Settings
 from schema.migrate import upgrade
 from tests.support.events import submitted_event
@@ -70,15 +71,6 @@ def write_backlog(settings: Settings, rows: int) -> None:
                 copy.write_row([row[column] for column in OUTBOX_COLUMNS])
 
 
-_LEADER_NOT_YET_KNOWN = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-    }
-)
-
-
 class Watermarks:
     """Sums a topic's high watermarks: how many messages Kafka has acknowledged."""
 
@@ -91,21 +83,9 @@ class Watermarks:
         )
         self._partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
 
-    def total(self) -> int | None:
-        """Messages on the topic now; None while a new partition's leader is not known yet.
-
-        Right after a topic is created the broker may answer NOT_LEADER_FOR_PARTITION
-        until it has applied the partition's metadata (bench-smoke failed on it in CI).
-        """
-        try:
-            return sum(
-                self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
-                for tp in self._partitions
-            )
-        except KafkaException as error:
-            if error.args and error.args[0].code() in _LEADER_NOT_YET_KNOWN:
-                return None
-            raise
+    def total(self) -> int:
+        """Messages on the topic now (a new topic's leader election waited out)."""
+        return sum(partition_watermarks(self._consumer, tp, 10)[1] for tp in self._partitions)
 
     def close(self) -> None:
         """Release the client."""
@@ -117,11 +97,7 @@ def _watch(watermarks: Watermarks, rows: int, started: float, timeout_s: float) 
     seen = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        total = watermarks.total()
-        if total is None:
-            time.sleep(0.02)
-            continue
-        seen = total
+        seen = watermarks.total()
         now = time.perf_counter()
         if seen > 0 and first is None:
             first = now

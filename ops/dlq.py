@@ -36,7 +36,7 @@ from messaging.dead_letter import (
     SOURCE_TOPIC,
 )
 from messaging.headers import EVENT_ID, EVENT_TYPE, Headers, header_pairs, header_value
-from runtime.kafka import admin_config, consumer_config, producer_config
+from runtime.kafka import admin_config, consumer_config, producer_config, watermarks
 from runtime.logging import mask_pan
 from runtime.settings import Settings
 
@@ -206,7 +206,7 @@ def _assign(
     ends: dict[int, int] = {}
     assignment: list[TopicPartition] = []
     for number in partitions:
-        low, high = _watermarks(consumer, TopicPartition(topic, number), timeout_s)
+        low, high = watermarks(consumer, TopicPartition(topic, number), timeout_s)
         start = low if offset is None else max(low, offset)
         if start < high:
             ends[number] = high
@@ -400,31 +400,3 @@ class _Deliveries:
                 self._on_delivered(len(self.delivered))
 
         return on_delivery
-
-
-def _watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    """A partition's low and high offsets, waiting out a leader election.
-
-    Right after a topic is created (or a broker restarted) the partition may have no
-    leader for a moment; the broker says so with a retriable error, so ask again.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s, cached=False)
-            return int(low), int(high)
-        except KafkaException as error:
-            kafka_error = error.args[0] if error.args else None
-            retriable = isinstance(kafka_error, KafkaError) and (
-                kafka_error.retriable() or kafka_error.code() in _LEADERLESS
-            )
-            if not retriable or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-_LEADERLESS = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}

@@ -208,6 +208,35 @@ def ensure_topics(
                 raise
 
 
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """A partition's low and high offsets, waiting out a leader election (seconds).
+
+    Right after a topic is created (or a broker restarted) the partition may have no
+    leader for a moment; the broker says so with a retriable error, so ask again.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s, cached=False)
+            return int(low), int(high)
+        except KafkaException as error:
+            kafka_error = error.args[0] if error.args else None
+            retriable = isinstance(kafka_error, KafkaError) and (
+                kafka_error.retriable() or kafka_error.code() in LEADERLESS
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+#: What a partition without a known leader answers; retriable, though not flagged so.
+LEADERLESS = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
 def kafka_check(settings: Settings) -> Callable[[], None]:
     """A health check that asks the broker for its metadata within two seconds."""
     admin = AdminClient(admin_config(settings))

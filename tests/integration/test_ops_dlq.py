@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from decision_worker.handler import CONSUMER_NAME
 from decision_worker.main import build_consumer
 from ops.dlq import DeadLetter, read_dead_letters
-from runtime.kafka import ensure_topics
+from runtime.kafka import ensure_topics, watermarks
 from runtime.settings import Settings
 from schema.events import CreditReportEvent
 from tests.support.events import credit_report_event
@@ -54,7 +54,7 @@ def _high_watermarks(settings: Settings, topic: str) -> list[int]:
     )
     try:
         return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            watermarks(consumer, TopicPartition(topic, p), 10)[1]
             for p in range(settings.topic_partitions)
         ]
     finally:
